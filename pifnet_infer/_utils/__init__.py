@@ -1,0 +1,1 @@
+"""Internal helpers (optional imports, progress bars, device choice)."""

@@ -1,0 +1,76 @@
+"""The ``pifnet-infer`` command line.
+
+Each subcommand lives in its own module exposing ``add_parser(subparsers)``,
+which registers the subcommand and sets ``func`` (taking the parsed
+``argparse.Namespace`` and returning an exit code). This module only wires
+them together and turns known exceptions into one-line messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pifnet_infer._version import __version__
+from pifnet_infer.errors import PifnetError
+
+#: Subcommand modules, in the order ``--help`` lists them.
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "fuse",
+    "info",
+    "weights",
+    "convert",
+    "evaluate",
+    "simulate",
+    "env",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="pifnet-infer",
+        description="HSI-MSI fusion with PIF-Net: fuse a low-resolution hyperspectral image "
+        "with a high-resolution multispectral image.",
+    )
+    parser.add_argument("--version", action="version", version=f"pifnet-infer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"pifnet_infer.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"pifnet_infer.cli.{name}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse ``argv``, run the subcommand, map errors to exit codes (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("pifnet-infer: interrupted", file=sys.stderr)
+        return 130
+    except (PifnetError, ValueError, KeyError, FileNotFoundError, OSError, ImportError) as err:
+        if args.debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"pifnet-infer {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
