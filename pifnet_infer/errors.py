@@ -32,6 +32,10 @@ class CheckpointMismatchError(PifnetError, ValueError):
     """A checkpoint's keys or shapes do not match the model configuration."""
 
 
+class ManifestError(PifnetError, ValueError):
+    """The weights manifest is not valid JSON or breaks a rule of ``weights_manifest.schema.json``."""
+
+
 class MissingDependencyError(PifnetError, ImportError):
     """An optional dependency is needed for this call but is not installed."""
 
