@@ -1,0 +1,347 @@
+"""Named PIF-Net weights: the manifest, verified loading, and the safetensors file format.
+
+A weight file is a safetensors file whose metadata holds the model configuration as JSON under
+:data:`METADATA_CONFIG_KEY` (``"pifnet_infer.config"``), written by :func:`save_weights` or
+:func:`~pifnet_infer.weights.convert.convert_checkpoint`. Files are only ever read as safetensors
+(no pickle) and loaded with ``strict=True``.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from pifnet_infer._utils.device import DTypeArg, resolve_device, resolve_dtype
+from pifnet_infer._version import __version__
+from pifnet_infer.config import PIFNetConfig
+from pifnet_infer.errors import CheckpointMismatchError, WeightsNotFoundError
+from pifnet_infer.weights.hub import resolve_weight_file, sha256_file
+from pifnet_infer.weights.manifest import MANIFEST_ENV, WeightEntry, load_manifest
+
+if TYPE_CHECKING:
+    from pifnet_infer.models import PIFNet
+
+__all__ = [
+    "MANIFEST_ENV",
+    "METADATA_CONFIG_KEY",
+    "WeightEntry",
+    "clear_model_cache",
+    "get_weight",
+    "list_weights",
+    "load_model",
+    "read_weights_config",
+    "save_state_dict",
+    "save_weights",
+    "weights_for",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: safetensors metadata key holding ``PIFNetConfig.to_dict()`` as JSON.
+METADATA_CONFIG_KEY = "pifnet_infer.config"
+_METADATA_VERSION_KEY = "pifnet_infer.version"
+
+_MODEL_CACHE: dict[tuple[object, ...], PIFNet] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def list_weights() -> list[str]:
+    """Names of the weights in the manifest, in manifest order.
+
+    .. versionadded:: 0.1
+    """
+    return list(load_manifest())
+
+
+def get_weight(name: str) -> WeightEntry:
+    """The manifest entry called ``name``.
+
+    Raises:
+        WeightsNotFoundError: no such name; the message lists the available names.
+
+    .. versionadded:: 0.1
+    """
+    entries = load_manifest()
+    if name not in entries:
+        available = ", ".join(entries) or "none (the manifest is empty)"
+        raise WeightsNotFoundError(
+            f"unknown weights {name!r}; available weights: {available}. "
+            f"See `pifnet-infer weights list`, or pass a path to a .safetensors file"
+        )
+    return entries[name]
+
+
+def weights_for(
+    *,
+    hsi_bands: int | None = None,
+    msi_bands: int | None = None,
+    ratio: int | None = None,
+    wavelengths_nm: Sequence[float] | None = None,
+    wavelength_tolerance_nm: float = 2.0,
+) -> list[WeightEntry]:
+    """Manifest entries that fit the given inputs (``None`` = no constraint).
+
+    Args:
+        hsi_bands: C of the LR-HSI; must equal the entry's.
+        msi_bands: c of the HR-MSI; must equal the entry's.
+        ratio: LR -> HR factor; must equal the entry's.
+        wavelengths_nm: HSI band centres; an entry with known wavelengths fits when it has as many
+            bands and every centre is within ``wavelength_tolerance_nm``; an entry without
+            wavelengths fits any.
+        wavelength_tolerance_nm: see ``wavelengths_nm``.
+
+    Returns:
+        The fitting entries in manifest order (empty when none fits).
+
+    .. versionadded:: 0.1
+    """
+    fitting = []
+    for entry in load_manifest().values():
+        cfg = entry.config
+        if hsi_bands is not None and cfg.hsi_bands != hsi_bands:
+            continue
+        if msi_bands is not None and cfg.msi_bands != msi_bands:
+            continue
+        if ratio is not None and cfg.ratio != ratio:
+            continue
+        if wavelengths_nm is not None and entry.hsi_wavelengths_nm is not None:
+            ours = entry.hsi_wavelengths_nm
+            if len(wavelengths_nm) != len(ours) or any(
+                not math.isclose(a, b, abs_tol=wavelength_tolerance_nm)
+                for a, b in zip(ours, wavelengths_nm, strict=True)
+            ):
+                continue
+        fitting.append(entry)
+    return fitting
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    *,
+    config: PIFNetConfig,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write tensors and ``config`` to a safetensors file atomically (temporary file, then rename).
+
+    Args:
+        state_dict: name -> tensor (moved to CPU, made contiguous).
+        path: destination ``.safetensors`` file.
+        config: stored as JSON under :data:`METADATA_CONFIG_KEY`.
+        metadata: extra string metadata; keys starting with ``pifnet_infer.`` other than
+            ``pifnet_infer.source`` / ``pifnet_infer.preset`` are reserved.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    from safetensors.torch import save_file
+
+    extra = dict(metadata or {})
+    bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"metadata must map str to str; these keys do not: {bad!r}")
+    reserved = sorted({METADATA_CONFIG_KEY, _METADATA_VERSION_KEY, "format"} & set(extra))
+    if reserved:
+        raise ValueError(f"metadata keys {reserved} are written by pifnet-infer itself; use other names")
+    header = {
+        **extra,
+        "format": "pt",
+        METADATA_CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True),
+        _METADATA_VERSION_KEY: __version__,
+    }
+    target = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def save_weights(
+    model: PIFNet, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Save ``model``'s weights and ``model.config`` as a safetensors file :func:`load_model` reads.
+
+    Args:
+        model: a :class:`~pifnet_infer.models.PIFNet` (anything with ``.config`` and ``.state_dict()``).
+        path: destination ``.safetensors`` file (written atomically).
+        metadata: extra string metadata (e.g. training run id).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    .. versionadded:: 0.1
+    """
+    return save_state_dict(model.state_dict(), path, config=model.config, metadata=metadata)
+
+
+def read_weights_config(path: str | os.PathLike[str]) -> PIFNetConfig:
+    """The configuration stored in a weight file's metadata (reads the header only).
+
+    Raises:
+        CheckpointMismatchError: not a safetensors file, or no valid config in its metadata.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointMismatchError(f"cannot read {str(path)!r} as a safetensors file: {err}") from err
+    if METADATA_CONFIG_KEY not in header:
+        raise CheckpointMismatchError(
+            f"{str(path)!r} has no {METADATA_CONFIG_KEY!r} metadata (found keys {sorted(header)}); write weight "
+            f"files with pifnet_infer.weights.save_weights or `pifnet-infer convert`"
+        )
+    try:
+        return PIFNetConfig.from_dict(json.loads(header[METADATA_CONFIG_KEY]))
+    except (ValueError, TypeError) as err:
+        raise CheckpointMismatchError(
+            f"invalid {METADATA_CONFIG_KEY!r} metadata in {str(path)!r}: {err}"
+        ) from err
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+    dtype: DTypeArg = "auto",
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+    token: str | bool | None = None,
+) -> PIFNet:
+    """A ready PIF-Net in ``eval()`` mode, from a manifest name or a ``.safetensors`` path.
+
+    Names resolve as described in :mod:`pifnet_infer.weights.hub` (bundled file, checkout
+    ``weights/``, huggingface_hub cache, Hub at the pinned revision); the sha256 is checked before
+    the file is read, the file's config must equal the manifest's, and weights load with
+    ``strict=True``. Models are cached in-process per (file or name, revision, device, dtype): the
+    same object comes back on the next call, so treat it as read-only (``copy.deepcopy`` it before
+    training or editing it) or call :func:`clear_model_cache`.
+
+    Args:
+        name_or_path: a name from :func:`list_weights`, or a path to a file written by
+            :func:`save_weights` / ``pifnet-infer convert``.
+        device: ``"auto"`` (CUDA when available, else CPU), or any torch device.
+        dtype: parameter dtype. ``"auto"`` and ``"float32"`` keep fp32 parameters (mixed precision
+            is applied by autocast at run time); ``"float16"`` / ``"bfloat16"`` cast them.
+        revision: Hub revision instead of the manifest's pin (names only).
+        cache_dir: huggingface_hub cache folder.
+        local_files_only: never use the network.
+        force_download: download again even if cached.
+        token: Hub token for private repositories.
+
+    Returns:
+        The model, with ``model.weight_entry`` set to its :class:`WeightEntry` (``None`` for a path).
+
+    Raises:
+        WeightsNotFoundError: unknown name (available names listed), missing file, or not cached
+            while offline (the message names ``pifnet-infer weights download NAME``).
+        ChecksumMismatchError: the file's sha256 differs from the manifest.
+        CheckpointMismatchError: the file's config differs from the manifest's, or its keys/shapes
+            differ from the model's.
+
+    .. versionadded:: 0.1
+    """
+    torch_device = resolve_device(device)
+    param_dtype = torch.float32 if dtype == "auto" else resolve_dtype(dtype, torch_device)
+    text = str(name_or_path)
+    if (
+        isinstance(name_or_path, os.PathLike)
+        or text.endswith(".safetensors")
+        or "/" in text
+        or os.sep in text
+    ):
+        path = Path(name_or_path)
+        if not path.is_file():
+            names = ", ".join(load_manifest()) or "none (the manifest is empty)"
+            raise WeightsNotFoundError(
+                f"weight file {str(path)!r} does not exist; pass an existing .safetensors file or one of the "
+                f"manifest's weights: {names}"
+            )
+        key: tuple[object, ...] = ("file", sha256_file(path), str(torch_device), param_dtype)
+        entry = None
+    else:
+        entry = get_weight(str(name_or_path))
+        key = ("name", entry.name, entry.sha256, revision, str(torch_device), param_dtype)
+    with _CACHE_LOCK:
+        cached = _MODEL_CACHE.get(key)
+    if cached is not None and not force_download:
+        _logger.debug("load_model: cache hit for %s", key)
+        return cached
+    if entry is not None:
+        path = resolve_weight_file(
+            entry,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            force_download=force_download,
+            token=token,
+        )
+    model = build_model_from_file(path, entry)
+    model.to(device=torch_device, dtype=param_dtype)
+    model.eval()
+    model.weight_entry = entry
+    with _CACHE_LOCK:
+        _MODEL_CACHE[key] = model
+    _logger.info("loaded %s on %s (%s)", entry.name if entry else path, torch_device, param_dtype)
+    return model
+
+
+def clear_model_cache() -> None:
+    """Forget every model :func:`load_model` has cached in this process.
+
+    .. versionadded:: 0.1
+    """
+    with _CACHE_LOCK:
+        _MODEL_CACHE.clear()
+
+
+def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | None = None) -> PIFNet:
+    """Build a CPU fp32 PIFNet from a weight file already verified by the caller (no cache, no sha check).
+
+    Raises:
+        CheckpointMismatchError: config differs from ``entry.config``, or keys/shapes differ.
+    """
+    from safetensors.torch import load_file
+
+    from pifnet_infer.models import PIFNet
+    from pifnet_infer.weights.convert import state_dict_differences
+
+    config = read_weights_config(path)
+    if entry is not None and config != entry.config:
+        ours, theirs = entry.config.to_dict(), config.to_dict()
+        changed = {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]}
+        raise CheckpointMismatchError(
+            f"{str(path)!r} was saved with a config that differs from manifest entry {entry.name!r} "
+            f"(field: (manifest, file)) {changed}; refusing to load it. Fix the manifest entry or the file"
+        )
+    state = load_file(str(path), device="cpu")
+    model = PIFNet(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    differences = state_dict_differences(expected, {k: tuple(v.shape) for k, v in state.items()})
+    if differences:
+        raise CheckpointMismatchError(
+            f"{str(path)!r} does not fit PIFNet({config}): {len(differences)} difference(s):\n  "
+            + "\n  ".join(differences)
+        )
+    model.load_state_dict(state, strict=True)
+    return model
