@@ -36,6 +36,10 @@ class ManifestError(PifnetError, ValueError):
     """The weights manifest is not valid JSON or breaks a rule of ``weights_manifest.schema.json``."""
 
 
+class SpectralCoverageError(PifnetError, ValueError):
+    """The HSI wavelengths do not cover a band of a spectral response or a model's band grid."""
+
+
 class MissingDependencyError(PifnetError, ImportError):
     """An optional dependency is needed for this call but is not installed."""
 
