@@ -1,0 +1,103 @@
+"""Atomic output files: write beside the target, rename only on success.
+
+A run writes into a private temporary folder created in the output's folder
+(same file system, so the final rename is atomic). On success the finished file
+is renamed to the output path; on any exception, ``KeyboardInterrupt``
+included, the temporary folder and everything GDAL put in it (sidecars,
+intermediate copies) are removed, so a failed run leaves nothing behind.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_logger = logging.getLogger(__name__)
+
+
+def check_output_path(out_path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check that ``out_path`` can be written, without creating anything.
+
+    Returns:
+        The output path as an absolute :class:`~pathlib.Path`.
+
+    Raises:
+        FileExistsError: the output exists and ``overwrite`` is False.
+        IsADirectoryError: the output path is a folder.
+        FileNotFoundError: the output's folder does not exist.
+    """
+    out = Path(out_path).expanduser().absolute()
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"output path {str(out)!r} is a folder; pass a file name such as {str(out / 'fused.tif')!r}"
+        )
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist; create it first")
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"output {str(out)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
+    return out
+
+
+class AtomicOutput:
+    """The temporary paths of one atomic write (see :func:`atomic_output`).
+
+    Attributes:
+        path: the temporary file that becomes the output on success.
+        folder: the private temporary folder holding ``path`` and any scratch files.
+    """
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder = folder
+        self.path = folder / name
+
+    def scratch(self, name: str) -> Path:
+        """A path for an intermediate file, removed with the temporary folder."""
+        if Path(name).name != name or name == self.path.name:
+            raise ValueError(
+                f"scratch name must be a plain file name other than {self.path.name!r}, got {name!r}"
+            )
+        return self.folder / name
+
+
+@contextmanager
+def atomic_output(out_path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[AtomicOutput]:
+    """Context manager for writing ``out_path`` all at once or not at all.
+
+    Write the result to ``tmp.path`` inside the ``with`` block. When the block
+    ends normally, ``tmp.path`` is renamed to ``out_path``; when it raises
+    (any exception, ``KeyboardInterrupt`` included) nothing appears at
+    ``out_path`` and the temporary folder is removed.
+
+    Example:
+        >>> with atomic_output("fused.tif") as tmp:  # doctest: +SKIP
+        ...     write_raster(tmp.path)
+
+    Raises:
+        FileExistsError: the output exists and ``overwrite`` is False (checked on
+            entry and again just before the rename).
+        FileNotFoundError: the output's folder does not exist.
+    """
+    out = check_output_path(out_path, overwrite=overwrite)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".pifnet-tmp", dir=out.parent))
+    try:
+        tmp = AtomicOutput(folder, out.name)
+        yield tmp
+        if not tmp.path.is_file():
+            raise FileNotFoundError(f"nothing was written to the temporary file {str(tmp.path)!r}")
+        if out.exists() and not overwrite:
+            raise FileExistsError(
+                f"output {str(out)!r} appeared while writing; pass overwrite=True (CLI: --overwrite) to replace it"
+            )
+        os.replace(tmp.path, out)
+        _logger.debug("wrote %s", out)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

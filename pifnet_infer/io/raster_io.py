@@ -1,0 +1,275 @@
+"""Source and Sink for rasters on disk: :class:`RasterSource`, :class:`RasterSink`.
+
+The raster twins of :mod:`pifnet_infer.tiling.array_io`, for the same tiling
+engine: the :class:`RasterSource` reads only the LR window of each tile and the
+matching MSI window with rasterio (mirrored past the scene border, missing
+pixels filled, scaled to the model's range); the :class:`RasterSink` writes each
+band of final rows to the output dataset as soon as no later tile touches it.
+rasterio is imported inside functions only.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from pifnet_infer.errors import ShapeMismatchError
+from pifnet_infer.tiling.array_io import ArraySink, mirror_indices
+from pifnet_infer.tiling.protocols import RowPostprocess, Window
+
+#: output block side in pixels (a multiple of 16, as GeoTIFF tiles must be)
+BLOCK = 256
+#: raster elements read per chunk when scanning an input for missing pixels
+_SCAN_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class RasterInput:
+    """Selected bands of one raster over the scene, and how raw values map to the model's range.
+
+    Attributes:
+        dataset: open rasterio dataset (or ``WarpedVRT``).
+        indexes: 1-based bands to read, in order.
+        origin: (row, col) in the file of the scene's pixel (0, 0).
+        shape: (height, width) of the scene.
+        scale: float32 (bands, 1, 1); model value = raw * scale + offset.
+        offset: float32 (bands, 1, 1).
+        nodata: raw nodata value, or None (NaN is always missing in float rasters).
+        fill: float32 (bands,) raw value written at missing pixels, or None when there are none.
+        flagged_rows: bool (height,), rows holding a missing pixel, or None when there are none.
+        lock: serialises reads: the engine reads tiles in a background thread while the Sink reads
+            missing-pixel masks in the main thread, and a GDAL dataset must not be used by two at once.
+    """
+
+    dataset: Any
+    indexes: tuple[int, ...]
+    origin: tuple[int, int]
+    shape: tuple[int, int]
+    scale: np.ndarray
+    offset: np.ndarray
+    nodata: float | None = None
+    fill: np.ndarray | None = None
+    flagged_rows: np.ndarray | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def read_raw(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+        """Stored values (file dtype) of scene rows/cols ``[row0, row1) x [col0, col1)``, inside the scene."""
+        from rasterio.windows import Window as RioWindow
+
+        window = RioWindow(col0 + self.origin[1], row0 + self.origin[0], col1 - col0, row1 - row0)
+        with self.lock:
+            return np.asarray(self.dataset.read(self.indexes, window=window))
+
+    def missing(self, raw: np.ndarray) -> np.ndarray | None:
+        """Bool (rows, cols): pixels where any band is NaN or nodata; None when the dtype cannot have any."""
+        is_float = raw.dtype.kind == "f"
+        if not is_float and self.nodata is None:
+            return None
+        bad = np.isnan(raw).any(axis=0) if is_float else np.zeros(raw.shape[1:], dtype=bool)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            bad |= (raw == self.nodata).any(axis=0)
+        return bad
+
+    def read(self, window: Window) -> np.ndarray:
+        """Float32 [bands, height, width] in the model's range; mirrored past the border, missing pixels filled."""
+        rows = mirror_indices(window.row_off, window.row_end, self.shape[0])
+        cols = mirror_indices(window.col_off, window.col_end, self.shape[1])
+        r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        raw = self.read_raw(r0, r1, c0, c1)
+        inside = r1 - r0 == window.height and c1 - c0 == window.width
+        block = raw.astype(np.float32)
+        if not inside:
+            block = block[:, rows - r0][:, :, cols - c0]
+        if self.fill is not None:
+            mask = self.missing(raw)
+            if mask is not None and mask.any():
+                if not inside:
+                    mask = mask[rows - r0][:, cols - c0]
+                block[:, mask] = self.fill[:, None]
+        block *= self.scale
+        block += self.offset
+        return block
+
+    def missing_rows(self, row0: int, row1: int) -> np.ndarray | None:
+        """Bool (row1 - row0, width) of missing pixels in these scene rows, or None when they have none."""
+        if self.flagged_rows is None or not self.flagged_rows[row0:row1].any():
+            return None
+        return self.missing(self.read_raw(row0, row1, 0, self.shape[1]))
+
+
+class RasterSource:
+    """A :class:`~pifnet_infer.tiling.protocols.Source` reading an LR-HSI / HR-MSI raster pair window by window.
+
+    Args:
+        hsi: the HSI input (scene = the whole HSI).
+        msi: the MSI input (scene = the MSI window matching the HSI, ``ratio`` times larger).
+        ratio: r.
+    """
+
+    def __init__(self, hsi: RasterInput, msi: RasterInput, ratio: int) -> None:
+        h, w = hsi.shape
+        if msi.shape != (h * ratio, w * ratio):
+            raise ShapeMismatchError(
+                f"MSI scene must be {(h * ratio, w * ratio)} for ratio {ratio}, got {msi.shape}"
+            )
+        self.hsi = hsi
+        self.msi = msi
+        self.lr_shape = (h, w)
+        self.ratio = ratio
+        self.hsi_bands = len(hsi.indexes)
+        self.msi_bands = len(msi.indexes)
+
+    def read(self, lr_window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(lr [C, h', w'], msi [c, r*h', r*w']) float32 in the model's range (see the protocol)."""
+        return self.hsi.read(lr_window), self.msi.read(lr_window.scaled(self.ratio))
+
+    def missing_hr_rows(self, row0: int, row1: int) -> np.ndarray | None:
+        """Bool [row1-row0, W]: HR pixels under a missing LR pixel or at a missing MSI pixel, or None."""
+        r = self.ratio
+        lo, hi = row0 // r, (row1 - 1) // r + 1
+        mask = None
+        lr_missing = self.hsi.missing_rows(lo, hi)
+        if lr_missing is not None:
+            mask = lr_missing[np.arange(row0, row1) // r - lo][:, np.arange(self.msi.shape[1]) // r]
+        msi_missing = self.msi.missing_rows(row0, row1)
+        if msi_missing is not None:
+            mask = msi_missing if mask is None else mask | msi_missing
+        return mask
+
+
+class _StripWriter:
+    """Array-like target for :class:`ArraySink`: collects final rows and writes whole strips of blocks."""
+
+    def __init__(self, dataset: Any, block_rows: int) -> None:
+        self.dataset = dataset
+        self.shape = (dataset.count, dataset.height, dataset.width)
+        self._strip = np.empty((dataset.count, block_rows, dataset.width), dtype=dataset.dtypes[0])
+        self._start = 0  # first row of the strip
+        self._filled = 0  # rows of the strip holding data
+
+    def __setitem__(self, key: tuple[slice, slice], values: np.ndarray) -> None:
+        rows = key[1]
+        row, stop = rows.start, rows.stop
+        if row != self._start + self._filled:
+            raise RuntimeError(
+                f"rows must arrive in order: expected row {self._start + self._filled}, got {row}"
+            )
+        done = 0
+        while row < stop:
+            n = min(stop - row, self._strip.shape[1] - self._filled)
+            self._strip[:, self._filled : self._filled + n] = values[:, done : done + n]
+            self._filled += n
+            row += n
+            done += n
+            if self._filled == self._strip.shape[1] or self._start + self._filled == self.shape[1]:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the rows collected so far."""
+        if self._filled == 0:
+            return
+        from rasterio.windows import Window as RioWindow
+
+        window = RioWindow(0, self._start, self.shape[2], self._filled)
+        self.dataset.write(self._strip[:, : self._filled], window=window)
+        self._start += self._filled
+        self._filled = 0
+
+
+class RasterSink:
+    """A :class:`~pifnet_infer.tiling.protocols.Sink` writing final rows into an open rasterio dataset.
+
+    Tiles accumulate in the engine's float32 row blocks (:class:`~pifnet_infer.tiling.array_io.ArraySink`);
+    final rows pass ``postprocess`` and are written in strips of ``block_rows`` rows (whole output blocks,
+    so compressed blocks are written once). Memory: about (tile_size + 32) x W x (C + 1) x 4 bytes of
+    accumulators plus one strip of ``block_rows`` x W x C in the output dtype.
+
+    Args:
+        dataset: rasterio dataset open for writing, (C, H, W).
+        postprocess: applied to every band of final rows (model range -> output values).
+        block_rows: strip height, the output's block height.
+    """
+
+    def __init__(self, dataset: Any, postprocess: RowPostprocess, *, block_rows: int = BLOCK) -> None:
+        self._writer = _StripWriter(dataset, block_rows)
+        self._sink = ArraySink(self._writer, self._writer.shape, postprocess=postprocess)  # type: ignore[arg-type]
+
+    def add(self, hr_window: Window, weighted: np.ndarray, weight: np.ndarray) -> None:
+        """Accumulate a weighted tile (see the protocol)."""
+        self._sink.add(hr_window, weighted, weight)
+
+    def release(self, hr_row_end: int) -> None:
+        """Rows < ``hr_row_end`` are final: finish them and write whole strips."""
+        self._sink.release(hr_row_end)
+
+    def close(self) -> None:
+        """Write every remaining row."""
+        self._sink.close()
+        self._writer.flush()
+
+
+def raster_postprocess(source: RasterSource, dtype: np.dtype[Any], fill: float) -> RowPostprocess:
+    """Row postprocess for the output: model range -> the HSI's stored units, missing pixels -> ``fill``.
+
+    Integer ``dtype`` rounds and clips to the dtype's range (the cast happens when the rows are stored).
+    """
+    scale, offset = source.hsi.scale, source.hsi.offset
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+
+    def finish(row0: int, values: np.ndarray) -> np.ndarray:
+        values -= offset  # in place: the rows are a fresh array, and they are the largest buffer here
+        values /= scale
+        missing = source.missing_hr_rows(row0, row0 + values.shape[1])
+        if missing is not None:
+            values[:, missing] = fill
+        if info is not None:
+            np.clip(np.rint(values, out=values), info.min, info.max, out=values)
+        return values
+
+    return finish
+
+
+def scan_input(inp: RasterInput, name: str) -> RasterInput:
+    """Find rows with missing pixels and the per-band mean of valid pixels (raw units), a few rows at a time.
+
+    Raises:
+        ValueError: infinite values, or no valid pixel.
+    """
+    dtype = np.dtype(inp.dataset.dtypes[inp.indexes[0] - 1])
+    if dtype.kind != "f" and inp.nodata is None:
+        return inp
+    height, width = inp.shape
+    step = max(1, _SCAN_ELEMENTS // max(1, len(inp.indexes) * width))
+    total = np.zeros(len(inp.indexes), dtype=np.float64)
+    n_valid = 0
+    flagged = np.zeros(height, dtype=bool)
+    for r0 in range(0, height, step):
+        r1 = min(height, r0 + step)
+        raw = inp.read_raw(r0, r1, 0, width)
+        if (
+            dtype.kind == "f"
+            and np.isinf(raw).any()
+            and not (inp.nodata is not None and np.isinf(inp.nodata))
+        ):
+            raise ValueError(
+                f"the {name} contains infinite values; set a nodata value for them (e.g. gdal_edit.py)"
+            )
+        bad = inp.missing(raw)
+        if bad is None or not bad.any():
+            total += raw.sum(axis=(1, 2), dtype=np.float64)
+            n_valid += raw.shape[1] * raw.shape[2]
+            continue
+        flagged[r0:r1] = bad.any(axis=1)
+        total += np.where(bad, 0, raw).sum(axis=(1, 2), dtype=np.float64)
+        n_valid += int(bad.size - bad.sum())
+    if n_valid == 0:
+        raise ValueError(f"the {name} has no valid pixel: every pixel is NaN or nodata={inp.nodata!r}")
+    if not flagged.any():
+        return inp
+    fill = (total / n_valid).astype(np.float32)
+    return replace(inp, fill=fill, flagged_rows=flagged)

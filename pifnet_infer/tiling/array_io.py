@@ -1,0 +1,319 @@
+"""Source and Sink for arrays in memory (numpy arrays, ``np.memmap``).
+
+:class:`ArraySource` reads windows of an LR-HSI / HR-MSI pair, fills nodata
+pixels, mirrors the scene about its border for windows that run past it, and
+converts values to the model's range. :class:`ArraySink` accumulates weighted
+tiles in float32 row blocks, and writes each band of rows into ``out`` as soon
+as the engine says it is final, so only the rows still open are held.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from pifnet_infer.tiling.protocols import RowPostprocess, Window
+
+_logger = logging.getLogger(__name__)
+
+Layout = Literal["chw", "hwc"]
+#: elements per chunk when scanning an input for invalid values (bounds the scan's memory)
+_SCAN_CHUNK_ELEMENTS = 1 << 24
+
+
+def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices ``start..stop-1`` folded into ``[0, size)`` by mirroring about the border.
+
+    The mirror line is the scene edge itself (numpy's ``"symmetric"`` padding: index -1 reads 0), so a
+    mirrored LR window and its HR window stay registered; padding wider than the scene repeats the
+    reflection.
+    """
+    idx = np.arange(start, stop) % (2 * size)
+    return np.where(idx < size, idx, 2 * size - 1 - idx)
+
+
+def band_axis(layout: Layout) -> int:
+    """Axis of the bands in an array of this layout."""
+    if layout not in ("chw", "hwc"):
+        raise ValueError(f"layout must be 'chw' or 'hwc', got {layout!r}")
+    return 0 if layout == "chw" else 2
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a pass over an input found.
+
+    Attributes:
+        invalid: bool (H, W), True where any band is NaN or ``nodata``; None when no pixel is.
+        fill: float64 (bands,), per-band mean of the valid pixels (raw units), used at invalid pixels.
+    """
+
+    invalid: np.ndarray | None
+    fill: np.ndarray
+
+
+def scan_array(array: np.ndarray, layout: Layout, nodata: float | None, *, name: str) -> ScanResult:
+    """Find invalid pixels and per-band means of the valid ones, a few rows at a time.
+
+    Args:
+        array: (bands, H, W) for ``"chw"`` or (H, W, bands) for ``"hwc"``, any real dtype.
+        layout: ``"chw"`` or ``"hwc"``.
+        nodata: raw value marking missing pixels (NaN is always missing), or None.
+        name: argument name used in error messages.
+
+    Raises:
+        ValueError: infinite values, or no valid pixel at all.
+    """
+    axis = band_axis(layout)
+    bands = array.shape[axis]
+    height, width = (array.shape[1], array.shape[2]) if axis == 0 else (array.shape[0], array.shape[1])
+    rows_per_chunk = max(1, _SCAN_CHUNK_ELEMENTS // max(1, bands * width))
+    is_float = np.issubdtype(array.dtype, np.floating)
+    invalid = np.zeros((height, width), dtype=bool)
+    total = np.zeros(bands, dtype=np.float64)
+    for r0 in range(0, height, rows_per_chunk):
+        block = (
+            array[:, r0 : r0 + rows_per_chunk]
+            if axis == 0
+            else np.moveaxis(array[r0 : r0 + rows_per_chunk], 2, 0)
+        )
+        bad = np.zeros(block.shape, dtype=bool)
+        if is_float:
+            if np.isinf(block).any() and not (nodata is not None and np.isinf(nodata)):
+                raise ValueError(
+                    f"{name} contains infinite values; replace them with NaN or a nodata value and pass nodata="
+                )
+            bad |= np.isnan(block)
+        if nodata is not None and not np.isnan(nodata):
+            bad |= block == nodata
+        rows_bad = bad.any(axis=0)
+        invalid[r0 : r0 + rows_per_chunk] = rows_bad
+        total += np.where(rows_bad, 0, block).sum(axis=(1, 2), dtype=np.float64)
+    n_valid = int(invalid.size - invalid.sum())
+    if n_valid == 0:
+        raise ValueError(f"{name} has no valid pixel: every pixel is NaN or nodata={nodata!r}")
+    return ScanResult(invalid if n_valid < invalid.size else None, total / n_valid)
+
+
+@dataclass(frozen=True)
+class ArrayInput:
+    """One input image and how its raw values map to the model's range.
+
+    Attributes:
+        array: (bands, H, W) for ``"chw"`` or (H, W, bands) for ``"hwc"``; any real dtype; may be a memmap.
+        layout: ``"chw"`` or ``"hwc"``.
+        scale, offset: model value = raw * scale + offset.
+        invalid: bool (H, W), True at nodata pixels, or None.
+        fill: (bands,) raw values written at invalid pixels before conversion, or None.
+    """
+
+    array: np.ndarray
+    layout: Layout = "chw"
+    scale: float = 1.0
+    offset: float = 0.0
+    invalid: np.ndarray | None = None
+    fill: np.ndarray | None = None
+
+    @property
+    def bands(self) -> int:
+        """Number of bands."""
+        return int(self.array.shape[band_axis(self.layout)])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the image."""
+        s = self.array.shape
+        return (int(s[1]), int(s[2])) if self.layout == "chw" else (int(s[0]), int(s[1]))
+
+    def read(self, window: Window) -> np.ndarray:
+        """Float32 [bands, height, width] in the model's range; outside the image mirrored, nodata filled."""
+        height, width = self.shape
+        rows = mirror_indices(window.row_off, window.row_end, height)
+        cols = mirror_indices(window.col_off, window.col_end, width)
+        r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        inside = r1 - r0 == window.height and c1 - c0 == window.width  # no mirroring needed
+        if self.layout == "chw":
+            block = self.array[:, r0:r1, c0:c1]
+        else:
+            block = np.moveaxis(self.array[r0:r1, c0:c1, :], 2, 0)
+        block = np.array(block, dtype=np.float32)  # always a copy: the caller's array is never written
+        if not inside:
+            block = block[:, rows - r0][:, :, cols - c0]
+        if self.invalid is not None and self.fill is not None:
+            mask = self.invalid[r0:r1, c0:c1]
+            if not inside:
+                mask = mask[rows - r0][:, cols - c0]
+            if mask.any():
+                block[:, mask] = self.fill.astype(np.float32)[:, None]
+        if self.scale != 1.0 or self.offset != 0.0:
+            block *= np.float32(self.scale)
+            block += np.float32(self.offset)
+        return block
+
+
+class ArraySource:
+    """A :class:`~pifnet_infer.tiling.protocols.Source` over an LR-HSI / HR-MSI pair in memory.
+
+    Args:
+        lr_hsi: the LR-HSI, (C, h, w) or (h, w, C).
+        hr_msi: the HR-MSI, (c, r*h, r*w) or (r*h, r*w, c), same layout.
+        ratio: r.
+    """
+
+    def __init__(self, lr_hsi: ArrayInput, hr_msi: ArrayInput, ratio: int) -> None:
+        h, w = lr_hsi.shape
+        if hr_msi.shape != (ratio * h, ratio * w):
+            raise ValueError(f"hr_msi must be {(ratio * h, ratio * w)} for ratio {ratio}, got {hr_msi.shape}")
+        self.lr = lr_hsi
+        self.msi = hr_msi
+        self.lr_shape = (h, w)
+        self.ratio = ratio
+        self.hsi_bands = lr_hsi.bands
+        self.msi_bands = hr_msi.bands
+
+    def read(self, lr_window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(lr [C, h', w'], msi [c, r*h', r*w']) float32 in the model's range, mirrored past the border."""
+        return self.lr.read(lr_window), self.msi.read(lr_window.scaled(self.ratio))
+
+    def invalid_hr_rows(self, row0: int, row1: int) -> np.ndarray | None:
+        """Bool [row1-row0, W]: HR pixels covered by an invalid LR pixel or invalid MSI pixel, or None."""
+        r = self.ratio
+        mask = None
+        if self.lr.invalid is not None:
+            mask = self.lr.invalid[np.arange(row0, row1) // r][:, np.arange(self.msi.shape[1]) // r]
+        if self.msi.invalid is not None:
+            msi_rows = self.msi.invalid[row0:row1]
+            mask = msi_rows.copy() if mask is None else mask | msi_rows
+        return mask
+
+
+def array_postprocess(source: ArraySource, dtype: np.dtype[Any], nodata: float | None) -> RowPostprocess:
+    """The :data:`~pifnet_infer.tiling.protocols.RowPostprocess` of :class:`ArraySink` in ``fuse``.
+
+    Converts final rows from the model's range back to the LR-HSI's raw units, writes ``nodata`` (NaN when
+    None) at HR pixels covered by missing input pixels, and rounds/clips for an integer ``dtype`` (whose
+    callers must pass a ``nodata`` when pixels are missing).
+    """
+    a, b = source.lr.scale, source.lr.offset  # raw -> model
+    integer = np.issubdtype(dtype, np.integer)
+    fill = np.nan if nodata is None else nodata
+
+    def finish(row0: int, values: np.ndarray) -> np.ndarray:
+        values = (values - np.float32(b)) / np.float32(a) if (a, b) != (1.0, 0.0) else values
+        invalid = source.invalid_hr_rows(row0, row0 + values.shape[1])
+        if invalid is not None:
+            values[:, invalid] = fill
+        if integer:
+            info = np.iinfo(dtype)
+            values = np.clip(np.rint(values), info.min, info.max)
+        return values
+
+    return finish
+
+
+class ArraySink:
+    """A :class:`~pifnet_infer.tiling.protocols.Sink` that writes into an array.
+
+    Weighted tiles are summed in float32 blocks of ``block_rows`` HR rows, with one weight plane per
+    block; :meth:`release` divides the final rows by their weight sum, applies ``postprocess`` and
+    writes them into ``out``, then frees blocks no tile can touch any more. Memory is the open rows
+    only: about (tile rows + ``block_rows``) x W x (C + 1) x 4 bytes, never a full-scene float64 buffer.
+
+    Args:
+        out: (C, H, W) for ``"chw"`` or (H, W, C) for ``"hwc"``; any dtype numpy casts to, may be an
+            ``np.memmap``. None allocates a float32 array.
+        shape: (C, H, W) of the result.
+        layout: layout of ``out``.
+        postprocess: called on every band of final rows before it is written (see
+            :data:`~pifnet_infer.tiling.protocols.RowPostprocess`).
+        block_rows: height of the accumulation blocks.
+    """
+
+    def __init__(
+        self,
+        out: np.ndarray | None,
+        shape: tuple[int, int, int],
+        *,
+        layout: Layout = "chw",
+        postprocess: RowPostprocess | None = None,
+        block_rows: int = 32,
+    ) -> None:
+        bands, height, width = shape
+        expected = shape if layout == "chw" else (height, width, bands)
+        if out is None:
+            out = np.empty(expected, dtype=np.float32)
+        elif tuple(out.shape) != expected:
+            raise ValueError(f"out must have shape {expected} for layout {layout!r}, got {tuple(out.shape)}")
+        self.out = out
+        self.shape = shape
+        self.layout = layout
+        self.postprocess = postprocess
+        self.block_rows = block_rows
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._done = 0  # rows < _done are written
+
+    def _block(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index not in self._blocks:
+            bands, height, width = self.shape
+            rows = min(self.block_rows, height - index * self.block_rows)
+            self._blocks[index] = (
+                np.zeros((bands, rows, width), dtype=np.float32),
+                np.zeros((rows, width), dtype=np.float32),
+            )
+        return self._blocks[index]
+
+    def add(self, hr_window: Window, weighted: np.ndarray, weight: np.ndarray) -> None:
+        """Add a weighted tile (float32 [C, h, w]) and its weight ([h, w]) at an in-scene HR window."""
+        if hr_window.row_off < self._done:
+            raise RuntimeError(
+                f"tile at HR row {hr_window.row_off} arrived after rows < {self._done} were released"
+            )
+        c0, c1 = hr_window.col_off, hr_window.col_end
+        row = hr_window.row_off
+        while row < hr_window.row_end:
+            index, start = divmod(row, self.block_rows)
+            acc, wsum = self._block(index)
+            stop = min(hr_window.row_end, (index + 1) * self.block_rows)
+            src = slice(row - hr_window.row_off, stop - hr_window.row_off)
+            acc[:, start : start + stop - row, c0:c1] += weighted[:, src]
+            wsum[start : start + stop - row, c0:c1] += weight[src]
+            row = stop
+
+    def release(self, hr_row_end: int) -> None:
+        """Normalise and write rows ``[done, hr_row_end)``; drop blocks entirely above ``hr_row_end``."""
+        hr_row_end = min(hr_row_end, self.shape[1])
+        row = self._done
+        while row < hr_row_end:
+            index, start = divmod(row, self.block_rows)
+            acc, wsum = self._block(index)
+            stop = min(hr_row_end, index * self.block_rows + acc.shape[1])
+            weights = wsum[start : start + stop - row]
+            if not (weights > 0).all():
+                raise RuntimeError(f"HR rows {row}..{stop} were released before every pixel received a tile")
+            values = acc[:, start : start + stop - row] / weights
+            if self.postprocess is not None:
+                values = self.postprocess(row, values)
+            if self.layout == "chw":
+                self.out[:, row:stop] = values
+            else:
+                self.out[row:stop] = np.moveaxis(values, 0, 2)
+            if stop == index * self.block_rows + acc.shape[1]:
+                del self._blocks[index]
+            row = stop
+        self._done = max(self._done, hr_row_end)
+
+    def close(self) -> None:
+        """Write every remaining row."""
+        self.release(self.shape[1])
+        if isinstance(self.out, np.memmap):
+            self.out.flush()
+
+    @property
+    def open_bytes(self) -> int:
+        """Bytes held by the open accumulation blocks."""
+        return sum(acc.nbytes + wsum.nbytes for acc, wsum in self._blocks.values())

@@ -1,0 +1,106 @@
+"""The contracts between the tiling engine and where pixels come from and go to.
+
+A :class:`Source` hands the engine an LR-HSI window and the matching HR-MSI
+window; a :class:`Sink` receives weighted output tiles and is told when a band
+of output rows is final. Arrays, GeoTIFFs and Dask blocks differ only in their
+Source and Sink; the engine (:mod:`pifnet_infer.tiling.runner`) is the same.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A rectangle of pixels: offsets may be negative or run past the scene (padding is read there)."""
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    @property
+    def row_end(self) -> int:
+        """One past the last row."""
+        return self.row_off + self.height
+
+    @property
+    def col_end(self) -> int:
+        """One past the last column."""
+        return self.col_off + self.width
+
+    def scaled(self, factor: int) -> Window:
+        """The same rectangle on a grid ``factor`` times finer (LR -> HR)."""
+        return Window(self.row_off * factor, self.col_off * factor, self.height * factor, self.width * factor)
+
+    def intersection(self, height: int, width: int) -> Window:
+        """The part of this window inside a ``height`` x ``width`` scene (may be empty)."""
+        r0, c0 = max(self.row_off, 0), max(self.col_off, 0)
+        r1, c1 = min(self.row_end, height), min(self.col_end, width)
+        return Window(r0, c0, max(r1 - r0, 0), max(c1 - c0, 0))
+
+    def slices(self) -> tuple[slice, slice]:
+        """(row slice, column slice) for indexing an in-bounds window."""
+        return slice(self.row_off, self.row_end), slice(self.col_off, self.col_end)
+
+
+#: Optional hook a Sink applies to every band of final rows before writing it:
+#: ``(first HR row, float32 [C, rows, W] normalised, in the model's range) -> values to write``
+#: (e.g. converted back to the input's units, with nodata restored). Sinks take it as a constructor argument.
+RowPostprocess = Callable[[int, np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where the input pixels come from.
+
+    Attributes:
+        lr_shape: (h, w) of the LR-HSI scene.
+        ratio: r, the HR-MSI is (r*h, r*w).
+        hsi_bands: C.
+        msi_bands: c.
+    """
+
+    lr_shape: tuple[int, int]
+    ratio: int
+    hsi_bands: int
+    msi_bands: int
+
+    def read(self, lr_window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read an LR window and its HR counterpart (``lr_window.scaled(ratio)``).
+
+        Returns:
+            (lr, msi): float32 arrays [C, h', w'] and [c, r*h', r*w'] in the model's value range.
+            Pixels outside the scene are filled by reflection about the scene border (never zeros).
+        """
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where weighted output tiles go."""
+
+    def add(self, hr_window: Window, weighted: np.ndarray, weight: np.ndarray) -> None:
+        """Accumulate a tile already clipped to the scene.
+
+        Args:
+            hr_window: in-scene HR window of the tile.
+            weighted: float32 [C, height, width], the model output times ``weight``.
+            weight: float32 [height, width], the blend weight (> 0).
+        """
+        ...
+
+    def release(self, hr_row_end: int) -> None:
+        """No later tile touches HR rows < ``hr_row_end``: they may be normalised and written out."""
+        ...
+
+    def close(self) -> None:
+        """All tiles were added: finish every remaining row."""
+        ...
