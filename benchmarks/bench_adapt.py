@@ -1,14 +1,14 @@
 """Benchmark scene-adaptive fusion (issue 12 point 5): PSNR/SAM against time under the Wald protocol.
 
 For each scene (bundled samples; ``../shared/data`` scenes when present, for measurement only) and
-each condition, a pair is simulated with the ``sentinel2a-10m`` MSI (no shipped weight fits these
-band grids) and fused by:
+each condition, a pair is simulated with the ``sentinel2a-10m`` MSI (``--srf``; no shipped weight
+fits these band grids) and fused by:
 
 - ``bicubic``, ``gsa``, ``glp`` (classical baselines, told the nominal PSF);
 - ``glp+refine``: :func:`pifnet_infer.adapt.refine` of the GLP result (PSF and SRF fitted from the pair);
 - ``adapt``: :func:`pifnet_infer.adapt.adapt` from scratch under a time budget (PSF and SRF fitted);
 - ``adapt+refine``: the adapted network's output refined;
-- ``adapt-pretrained``: from the closest manifest weight, only when the manifest has one.
+- ``adapt-pretrained``: from ``--pretrained`` or else the closest manifest weight, when there is one.
 
 Conditions: ``clean`` (official PSF, noise-free), ``snr30`` (official PSF, 30 dB on both images),
 ``psf-mismatch`` (simulated with the MTF-matched PSF, the baselines told ``official``).
@@ -17,6 +17,7 @@ Writes JSON to ``benchmarks/results/``; prints a Markdown table.
     python benchmarks/bench_adapt.py                          # CPU, 60 s adaptation budget
     python benchmarks/bench_adapt.py --budget 20 --scenes muufl_gulfport_sub
     python benchmarks/bench_adapt.py --device cuda --budget 300 --threads 0
+    python benchmarks/bench_adapt.py --srf rgb_gaussian --pretrained weights/pifnet-vnir-rgb-x4.safetensors
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pifnet_infer.weights import list_weights
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RATIO = 4
-SRF = "sentinel2a-10m"
+DEFAULT_SRF = "sentinel2a-10m"
 CONDITIONS = {  # name: (simulated PSF, PSF the baselines are told, SNR dB)
     "clean": ("official", "official", None),
     "snr30": ("official", "official", 30.0),
@@ -72,7 +73,7 @@ def run_scene(name: str, condition: str, args: argparse.Namespace) -> list[dict[
     cube, wavelengths, fwhm = load_scene(name)
     psf_true, psf_told, snr = CONDITIONS[condition]
     lr, msi = simulate_pair(
-        cube, RATIO, srf=SRF, wavelengths_nm=wavelengths, fwhm_nm=fwhm, psf=psf_true, snr_db=snr, seed=0
+        cube, RATIO, srf=args.srf, wavelengths_nm=wavelengths, fwhm_nm=fwhm, psf=psf_true, snr_db=snr, seed=0
     )
     reference = crop_to_ratio(cube, RATIO)
     results: dict[str, tuple[np.ndarray, float]] = {}
@@ -83,7 +84,8 @@ def run_scene(name: str, condition: str, args: argparse.Namespace) -> list[dict[
     glp_out, glp_time = results["glp"]
     refined, refine_time = timed(lambda: refine(glp_out, lr, msi, ratio=RATIO, device=args.device))
     results["glp+refine"] = (refined, glp_time + refine_time)
-    bases: list[str | None] = [None] + (["auto"] if list_weights() and not args.no_pretrained else [])
+    pretrained = args.pretrained or ("auto" if list_weights() else None)
+    bases: list[str | None] = [None] + ([pretrained] if pretrained and not args.no_pretrained else [])
     for base in bases:
         label = "adapt" if base is None else "adapt-pretrained"
         start = time.perf_counter()
@@ -140,6 +142,8 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (0: leave torch's default)"
     )
+    parser.add_argument("--srf", default=DEFAULT_SRF, help="MSI spectral response of the simulation")
+    parser.add_argument("--pretrained", help="base weight (name or .safetensors) for adapt-pretrained")
     parser.add_argument("--no-pretrained", action="store_true", help="skip adapt-from-pretrained")
     args = parser.parse_args()
     if args.threads:
@@ -157,7 +161,8 @@ def main() -> None:
         "device": device,
         "threads": torch.get_num_threads(),
         "budget_s": args.budget,
-        "srf": SRF,
+        "srf": args.srf,
+        "pretrained": args.pretrained,
         "ratio": RATIO,
         "weights": list_weights(),
         "rows": rows,

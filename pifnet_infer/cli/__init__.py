@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "convert",
     "evaluate",
     "simulate",
+    "adapt",
     "env",
 )
 
