@@ -238,6 +238,7 @@ def test_cli_adapt(small, tmp_path, monkeypatch, capsys) -> None:
     assert "ratio" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_cli_reads_geotiff_with_scale_and_nodata(tmp_path) -> None:
     import rasterio
 
