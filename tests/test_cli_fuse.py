@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -253,3 +255,34 @@ def test_console_entry_point_exit_codes(tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and "HSI file" in bad.stderr
     assert run("fuse").returncode == 2
+
+
+def test_sigterm_removes_the_partial_output(tmp_path, sample, zoo):
+    hsi, msi = picked_pair(tmp_path, sample)
+    argv = [
+        "fuse",
+        "--hsi",
+        str(hsi),
+        "--msi",
+        str(msi),
+        "--out",
+        str(tmp_path / "out.tif"),
+        "--weights",
+        str(zoo[1]),
+    ]
+    argv += ["--tile-size", "16", "--overlap", "0", "--batch-size", "1", "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pifnet_infer", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".out.tif.*.pifnet-tmp")):  # the run has started writing
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and err.strip() == "pifnet-infer: interrupted"
+    assert listing(tmp_path) == ["hsi.tif", "msi.tif"]

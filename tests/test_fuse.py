@@ -336,6 +336,24 @@ def test_auto_tile_is_the_training_size_with_a_quarter_overlap(ratio, hr_shape, 
     assert _tiling("auto", "auto", ratio, hr_shape) == expected
 
 
+@pytest.mark.parametrize("layout", ["chw", "hwc"])
+def test_scan_in_chunks_finds_missing_pixels_and_valid_means(monkeypatch, layout) -> None:
+    from pifnet_infer.tiling import array_io
+
+    monkeypatch.setattr(array_io, "_SCAN_CHUNK_ELEMENTS", 7)  # one row per chunk
+    rng = np.random.default_rng(2)
+    cube = rng.random((3, 9, 5))
+    cube[1, 2, 3] = np.nan
+    cube[0, 7, 0] = -1.0
+    invalid = np.isnan(cube).any(0) | (cube == -1).any(0)
+    array = cube if layout == "chw" else cube.transpose(1, 2, 0)
+    result = array_io.scan_array(array, layout, -1.0, name="x")
+    np.testing.assert_array_equal(result.invalid, invalid)
+    np.testing.assert_allclose(result.fill, cube[:, ~invalid].mean(axis=1))
+    assert array_io.scan_array(array, layout, None, name="x").invalid.sum() == 1  # NaN only
+    assert array_io.scan_array(np.ones((2, 3, 3)), "chw", None, name="x").invalid is None
+
+
 def test_mirror_padding_matches_numpy_symmetric() -> None:
     rng = np.random.default_rng(1)
     array = rng.random((2, 5, 3)).astype(np.float32)

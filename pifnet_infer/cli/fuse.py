@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 
@@ -110,17 +115,38 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run_fuse)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (batch-system timeouts, ``kill``) into ``KeyboardInterrupt`` so the run cleans up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_fuse(args: argparse.Namespace) -> int:
-    """Run :func:`fuse_geotiff` with the parsed arguments; print the output path."""
+    """Run :func:`fuse_geotiff` with the parsed arguments; print the output path.
+
+    SIGTERM interrupts the run like Ctrl-C: the partial output is removed and the exit code is 130.
+    """
     from pifnet_infer.io.geotiff import fuse_geotiff
 
     start = time.perf_counter()
-    out = fuse_geotiff(
-        args.hsi, args.msi, args.out, args.weights, hsi_bands=args.hsi_bands, msi_bands=args.msi_bands,
-        ratio=args.ratio, align=args.align, tile_size=args.tile_size, overlap=args.overlap,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, scale=args.scale, offset=args.offset,
-        nodata=args.nodata, out_dtype=args.out_dtype, cog=args.cog, overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )  # fmt: skip
+    with sigterm_as_interrupt():
+        out = fuse_geotiff(
+            args.hsi, args.msi, args.out, args.weights, hsi_bands=args.hsi_bands, msi_bands=args.msi_bands,
+            ratio=args.ratio, align=args.align, tile_size=args.tile_size, overlap=args.overlap,
+            batch_size=args.batch_size, device=args.device, dtype=args.dtype, scale=args.scale,
+            offset=args.offset, nodata=args.nodata, out_dtype=args.out_dtype, cog=args.cog,
+            overwrite=args.overwrite, progress=not args.no_progress,
+        )  # fmt: skip
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -23,7 +23,7 @@ _logger = logging.getLogger(__name__)
 
 Layout = Literal["chw", "hwc"]
 #: elements per chunk when scanning an input for invalid values (bounds the scan's memory)
-_SCAN_CHUNK_ELEMENTS = 1 << 24
+_SCAN_CHUNK_ELEMENTS = 1 << 22
 
 
 def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
@@ -74,30 +74,34 @@ def scan_array(array: np.ndarray, layout: Layout, nodata: float | None, *, name:
     height, width = (array.shape[1], array.shape[2]) if axis == 0 else (array.shape[0], array.shape[1])
     rows_per_chunk = max(1, _SCAN_CHUNK_ELEMENTS // max(1, bands * width))
     is_float = np.issubdtype(array.dtype, np.floating)
-    invalid = np.zeros((height, width), dtype=bool)
+    invalid: np.ndarray | None = None  # allocated at the first missing pixel
     total = np.zeros(bands, dtype=np.float64)
+    n_invalid = 0
     for r0 in range(0, height, rows_per_chunk):
-        block = (
-            array[:, r0 : r0 + rows_per_chunk]
-            if axis == 0
-            else np.moveaxis(array[r0 : r0 + rows_per_chunk], 2, 0)
-        )
-        bad = np.zeros(block.shape, dtype=bool)
-        if is_float:
-            if np.isinf(block).any() and not (nodata is not None and np.isinf(nodata)):
-                raise ValueError(
-                    f"{name} contains infinite values; replace them with NaN or a nodata value and pass nodata="
-                )
-            bad |= np.isnan(block)
-        if nodata is not None and not np.isnan(nodata):
-            bad |= block == nodata
-        rows_bad = bad.any(axis=0)
-        invalid[r0 : r0 + rows_per_chunk] = rows_bad
-        total += np.where(rows_bad, 0, block).sum(axis=(1, 2), dtype=np.float64)
-    n_valid = int(invalid.size - invalid.sum())
+        rows = slice(r0, r0 + rows_per_chunk)
+        block = array[:, rows] if axis == 0 else np.moveaxis(array[rows], 2, 0)
+        bad = np.zeros(block.shape[1:], dtype=bool)
+        for band in block:  # one band at a time keeps the temporaries small
+            if is_float:
+                if np.isinf(band).any() and not (nodata is not None and np.isinf(nodata)):
+                    raise ValueError(
+                        f"{name} contains infinite values; replace them with NaN or a nodata value and pass nodata="
+                    )
+                bad |= np.isnan(band)
+            if nodata is not None and not np.isnan(nodata):
+                bad |= band == nodata
+        if bad.any():
+            if invalid is None:
+                invalid = np.zeros((height, width), dtype=bool)
+            invalid[rows] = bad
+            n_invalid += int(bad.sum())
+            total += np.array([band[~bad].sum(dtype=np.float64) for band in block])
+        else:
+            total += block.sum(axis=(1, 2), dtype=np.float64)
+    n_valid = height * width - n_invalid
     if n_valid == 0:
         raise ValueError(f"{name} has no valid pixel: every pixel is NaN or nodata={nodata!r}")
-    return ScanResult(invalid if n_valid < invalid.size else None, total / n_valid)
+    return ScanResult(invalid, total / n_valid)
 
 
 @dataclass(frozen=True)
