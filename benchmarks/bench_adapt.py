@@ -17,7 +17,7 @@ Writes JSON to ``benchmarks/results/``; prints a Markdown table.
     python benchmarks/bench_adapt.py                          # CPU, 60 s adaptation budget
     python benchmarks/bench_adapt.py --budget 20 --scenes muufl_gulfport_sub
     python benchmarks/bench_adapt.py --device cuda --budget 300 --threads 0
-    python benchmarks/bench_adapt.py --srf rgb_gaussian --pretrained weights/pifnet-vnir-rgb-x4.safetensors
+    python benchmarks/bench_adapt.py --srf rgb_gaussian --pretrained pifnet-vnir-rgb-x4
 """
 
 from __future__ import annotations

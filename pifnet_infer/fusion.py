@@ -12,7 +12,6 @@ blends them into the output.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,8 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from pifnet_infer._utils.device import DTypeArg, resolve_device, resolve_dtype
+from pifnet_infer._utils.device import DTypeArg, resolve_dtype
 from pifnet_infer.errors import ShapeMismatchError
+from pifnet_infer.prepare import (
+    ModelArg,
+    check_batch_size,
+    model_input_affine,
+    resolve_model,
+    resolve_tiling,
+)
 from pifnet_infer.tiling.array_io import (
     ArrayInput,
     ArraySink,
@@ -36,16 +42,11 @@ from pifnet_infer.tiling.runner import auto_batch_size, run_tiles
 
 if TYPE_CHECKING:
     from pifnet_infer.diagnostics import Diagnostics
-    from pifnet_infer.weights import WeightEntry
 
 _logger = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | torch.Tensor
 ScaleArg = float | tuple[float, float] | None
-
-#: HR tile side the official models were trained on (spec section 10.2); the "auto" tile size
-DEFAULT_TILE = 128
-
 
 @dataclass(frozen=True)
 class _Prepared:
@@ -154,113 +155,6 @@ def _to_numpy(a: ArrayLike) -> np.ndarray:
     return a.cpu().numpy()
 
 
-def _describe(entries: list[WeightEntry]) -> str:
-    return (
-        ", ".join(
-            f"{e.name} (hsi_bands={e.config.hsi_bands}, msi_bands={e.config.msi_bands}, ratio={e.config.ratio})"
-            for e in entries
-        )
-        or "none"
-    )
-
-
-def _resolve_model(
-    model: nn.Module | str | os.PathLike[str], prep: _Prepared, device: str | torch.device
-) -> nn.Module:
-    """A model that fits the inputs: the given module, a loaded file or name, or the one fitting entry."""
-    if isinstance(model, nn.Module):
-        net = model
-    else:
-        from pifnet_infer import weights  # lazy: manifest and hub code only when a name is given
-
-        if isinstance(model, str) and model == "auto":
-            fitting = weights.weights_for(
-                hsi_bands=prep.hsi_bands, msi_bands=prep.msi_bands, ratio=prep.ratio
-            )
-            if len(fitting) != 1:
-                every = [weights.get_weight(n) for n in weights.list_weights()]
-                raise ValueError(
-                    f"model='auto' needs exactly one manifest weight for hsi_bands={prep.hsi_bands}, "
-                    f"msi_bands={prep.msi_bands}, ratio={prep.ratio}; "
-                    + (
-                        f"candidates: {_describe(fitting)}"
-                        if fitting
-                        else f"manifest entries: {_describe(every)}"
-                    )
-                    + "; pass model=NAME, a .safetensors path or a loaded PIFNet"
-                )
-            model = fitting[0].name
-        net = weights.load_model(model, device=device, dtype="float32")
-    config = getattr(net, "config", None)
-    if config is None:
-        raise TypeError(
-            f"model must be a PIFNet (with a .config), a manifest name or a path, got {type(net).__name__}"
-        )
-    if prep.ratio != config.ratio:
-        raise ShapeMismatchError(
-            f"the shapes imply ratio {prep.ratio} (hr_msi / lr_hsi) but the model has ratio {config.ratio}; "
-            f"pass an HR-MSI {config.ratio} times the LR-HSI or a model for ratio {prep.ratio}"
-        )
-    if (prep.hsi_bands, prep.msi_bands) != (config.hsi_bands, config.msi_bands):
-        raise ShapeMismatchError(
-            f"the model expects hsi_bands={config.hsi_bands}, msi_bands={config.msi_bands}; got "
-            f"hsi_bands={prep.hsi_bands}, msi_bands={prep.msi_bands}. Manifest entries that fit: "
-            f"{_fitting_names(prep)}"
-        )
-    return net
-
-
-def _fitting_names(prep: _Prepared) -> str:
-    try:
-        from pifnet_infer import weights
-
-        return _describe(
-            weights.weights_for(hsi_bands=prep.hsi_bands, msi_bands=prep.msi_bands, ratio=prep.ratio)
-        )
-    except Exception as err:  # the listing is only a hint: the error stands without it
-        _logger.debug("could not list fitting weights: %s", err)
-        return "unknown (manifest unavailable)"
-
-
-def _model_affine(net: nn.Module) -> tuple[float, float]:
-    """(a, b) with model input = a * value + b, from the weight's manifest ``input_range`` (identity without)."""
-    entry = getattr(net, "weight_entry", None)
-    if entry is None:
-        return 1.0, 0.0
-    return float(entry.input_range["scale"]), float(entry.input_range["offset"])
-
-
-def _round_to(value: float, step: int) -> int:
-    return max(step, round(value / step) * step)
-
-
-def _tiling(
-    tile_size: int | str, overlap: int | str, ratio: int, hr_shape: tuple[int, int]
-) -> tuple[int, int]:
-    """Resolve "auto" and check explicit values: multiples of 2*ratio, 0 <= overlap < tile."""
-    step = 2 * ratio
-    if tile_size == "auto":
-        scene = -(-max(hr_shape) // step) * step
-        tile_size = min(_round_to(DEFAULT_TILE, step), scene)
-    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < step or tile_size % step:
-        raise ValueError(
-            f"tile_size must be 'auto' or a positive multiple of 2*ratio={step}, got {tile_size!r}"
-        )
-    if overlap == "auto":
-        overlap = min(_round_to(tile_size / 4, step), tile_size - step)
-    if (
-        isinstance(overlap, bool)
-        or not isinstance(overlap, int)
-        or overlap < 0
-        or overlap % step
-        or overlap >= tile_size
-    ):
-        raise ValueError(
-            f"overlap must be 'auto' or a multiple of 2*ratio={step} in [0, tile_size={tile_size}), got {overlap!r}"
-        )
-    return tile_size, overlap
-
-
 def _output(out: Any, prep: _Prepared, layout: Layout) -> tuple[np.ndarray, Callable[[], ArrayLike]]:
     """(numpy buffer the Sink writes into, function returning the result once it is written)."""
     h, w = prep.lr_shape
@@ -304,7 +198,7 @@ def _diagnostics_srf(net: nn.Module) -> np.ndarray:
 def fuse(
     lr_hsi: ArrayLike,
     hr_msi: ArrayLike,
-    model: nn.Module | str | os.PathLike[str] = "auto",
+    model: ModelArg = "auto",
     *,
     tile_size: int | Literal["auto"] = "auto",
     overlap: int | Literal["auto"] = "auto",
@@ -380,23 +274,13 @@ def fuse(
     """
     model_ratio = getattr(getattr(model, "config", None), "ratio", None)
     prep = _check_arrays(lr_hsi, hr_msi, layout, scale, model_ratio)
-    if isinstance(model, nn.Module) and device == "auto":
-        compute = next(iter(model.parameters())).device
-    else:
-        compute = resolve_device(device)
-    net = _resolve_model(model, prep, compute)
-    held = next(iter(net.parameters())).device
-    if held.type != compute.type or (None not in (held.index, compute.index) and held.index != compute.index):
-        raise ValueError(
-            f"the model is on {held} but device={device!r}; call model.to(device) or pass device='auto'"
-        )
+    net, compute = resolve_model(
+        model, hsi_bands=prep.hsi_bands, msi_bands=prep.msi_bands, ratio=prep.ratio, device=device
+    )
     compute_dtype = resolve_dtype(dtype, compute)
     h, w = prep.lr_shape
-    tile, lap = _tiling(tile_size, overlap, prep.ratio, (h * prep.ratio, w * prep.ratio))
-    if batch_size != "auto" and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
+    tile, lap = resolve_tiling(tile_size, overlap, prep.ratio, (h * prep.ratio, w * prep.ratio))
+    check_batch_size(batch_size)
     buffer, result = _output(out, prep, layout)
     srf = _diagnostics_srf(net) if return_diagnostics else None
     (s_hsi, s_msi), (o_hsi, o_msi) = _pair(scale, 1.0, "scale"), _pair(offset, 0.0, "offset")
@@ -410,7 +294,7 @@ def fuse(
             f"the inputs have missing pixels and out has integer dtype {buffer.dtype}; pass nodata="
         )
 
-    m_a, m_b = _model_affine(net)  # model input = m_a * value + m_b
+    m_a, m_b = model_input_affine(net)  # model input = m_a * value + m_b
     source = ArraySource(
         ArrayInput(lr, layout, s_hsi * m_a, o_hsi * m_a + m_b, scans[0].invalid, scans[0].fill),
         ArrayInput(msi, layout, s_msi * m_a, o_msi * m_a + m_b, scans[1].invalid, scans[1].fill),

@@ -331,9 +331,9 @@ def test_official_protocol_is_reproduced_exactly(model) -> None:
     ],
 )
 def test_auto_tile_is_the_training_size_with_a_quarter_overlap(ratio, hr_shape, expected) -> None:
-    from pifnet_infer.fusion import _tiling
+    from pifnet_infer.prepare import resolve_tiling
 
-    assert _tiling("auto", "auto", ratio, hr_shape) == expected
+    assert resolve_tiling("auto", "auto", ratio, hr_shape) == expected
 
 
 @pytest.mark.parametrize("layout", ["chw", "hwc"])

@@ -420,7 +420,7 @@ ERRORS = {
         write_pair,
         {"hsi_bands": "1-7"},
         ShapeMismatchError,
-        "expects 8 HSI bands.* give 7 HSI",
+        "expects hsi_bands=8.* give hsi_bands=7",
     ),
     "given-ratio": (
         write_pair,

@@ -98,7 +98,7 @@ def test_unused_official_modules_are_registered_but_frozen():
 def _golden_model():
     with safe_open(GOLDEN, "pt") as f:
         config = PIFNetConfig(**json.loads(f.metadata()["config"]))
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     model = PIFNet(config).eval()
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("state.")}, strict=True)
     return model, tensors

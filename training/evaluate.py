@@ -1,6 +1,6 @@
 """Held-out evaluation of a trained weight against classical fusion.
 
-    python -m training.evaluate --weights weights/pifnet-vnir-rgb-x4.safetensors \\
+    python -m training.evaluate --weights pifnet_infer/weights/bundled/pifnet-vnir-rgb-x4.safetensors \\
         --setup pifnet-vnir-rgb-x4 --out-dir weights/runs/pifnet-vnir-rgb-x4/eval
 
 On the test strip of every scene that covers the setup's grid (:func:`training.data.test_pairs`:

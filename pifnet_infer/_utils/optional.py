@@ -23,7 +23,7 @@ def try_import(module: str) -> ModuleType | None:
     """Return the imported module, or ``None`` if importing it raised anything."""
     try:
         return importlib.import_module(module)
-    except Exception as err:  # noqa: BLE001 - any failure means "unavailable"
+    except Exception as err:
         _logger.debug("optional module %s unavailable: %s: %s", module, type(err).__name__, err)
         return None
 

@@ -23,10 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pifnet_infer._utils.device import DTypeArg, resolve_device, resolve_dtype
+from pifnet_infer._utils.device import DTypeArg, resolve_dtype
 from pifnet_infer._version import __version__
-from pifnet_infer.errors import ShapeMismatchError
-from pifnet_infer.fusion import _model_affine, _tiling
 from pifnet_infer.io.atomic import atomic_output, check_output_path
 from pifnet_infer.io.bands import BandInfo, band_metadata_tags, read_band_info
 from pifnet_infer.io.grids import GridPair
@@ -39,6 +37,13 @@ from pifnet_infer.io.raster_io import (
     scan_input,
 )
 from pifnet_infer.io.rasters import Align, align_msi, open_raster
+from pifnet_infer.prepare import (
+    ModelArg,
+    check_batch_size,
+    model_input_affine,
+    resolve_model,
+    resolve_tiling,
+)
 from pifnet_infer.tiling.runner import auto_batch_size, run_tiles
 
 _logger = logging.getLogger(__name__)
@@ -51,58 +56,7 @@ GDAL_CACHE_MB = 64
 #: deflate level of the output: level 1 wrote float32 blocks 2.4x faster than the default 6 for files 2% larger
 #: (and int16 2.5x faster, same size), measured on smooth 4096-px strips with predictor 2/3
 DEFLATE_LEVEL = 1
-
-
-def _resolve_model(
-    model: nn.Module | str | os.PathLike[str],
-    hsi: BandInfo,
-    msi: BandInfo,
-    ratio: int,
-    device: str | torch.device,
-) -> tuple[nn.Module, torch.device]:
-    """(model that fits the selected bands and ratio, compute device)."""
-    if isinstance(model, nn.Module):
-        net = model
-        held = next(iter(net.parameters())).device
-        compute = held if device == "auto" else resolve_device(device)
-        if held.type != compute.type or (
-            None not in (held.index, compute.index) and held.index != compute.index
-        ):
-            raise ValueError(
-                f"the model is on {held} but device={device!r}; call model.to(device) or pass device='auto'"
-            )
-    else:
-        from pifnet_infer import weights  # lazy: manifest and hub code only when a name is given
-
-        compute = resolve_device(device)
-        if isinstance(model, str) and model == "auto":
-            fitting = weights.weights_for(
-                hsi_bands=hsi.count, msi_bands=msi.count, ratio=ratio, wavelengths_nm=hsi.wavelengths_nm
-            )
-            if len(fitting) != 1:
-                raise ValueError(
-                    f"model='auto' needs exactly one manifest weight for {hsi.count} HSI bands, {msi.count} MSI "
-                    f"bands and ratio {ratio}; found {_names(fitting)}; pass model=NAME or a .safetensors path "
-                    "(CLI: --weights), or select bands with hsi_bands=/msi_bands= (CLI: --hsi-bands/--msi-bands)"
-                )
-            model = fitting[0].name
-        net = weights.load_model(model, device=compute, dtype="float32")
-    config = getattr(net, "config", None)
-    if config is None:
-        raise TypeError(
-            f"model must be a PIFNet (with a .config), a manifest name or a path, got {type(net).__name__}"
-        )
-    if (config.hsi_bands, config.msi_bands, config.ratio) != (hsi.count, msi.count, ratio):
-        raise ShapeMismatchError(
-            f"the model expects {config.hsi_bands} HSI bands, {config.msi_bands} MSI bands and ratio "
-            f"{config.ratio}; the inputs give {hsi.count} HSI bands, {msi.count} MSI bands and ratio {ratio}; "
-            "select bands with hsi_bands=/msi_bands= (CLI: --hsi-bands/--msi-bands, 1-based) or use a model that fits"
-        )
-    return net, compute
-
-
-def _names(entries: Sequence[Any]) -> str:
-    return ", ".join(e.name for e in entries) or "none"
+_BAND_HINT = "select bands with hsi_bands=/msi_bands= (CLI: --hsi-bands/--msi-bands, 1-based) or use a model that fits"
 
 
 def _physical(
@@ -243,7 +197,7 @@ def fuse_geotiff(
     hsi_path: str | os.PathLike[str],
     msi_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
-    model: nn.Module | str | os.PathLike[str] = "auto",
+    model: ModelArg = "auto",
     *,
     hsi_bands: Sequence[int] | str | None = None,
     msi_bands: Sequence[int] | str | None = None,
@@ -331,10 +285,7 @@ def fuse_geotiff(
         raise ValueError(f"align must be 'error' or 'resample', got {align!r}")
     dtype_out = _out_dtype(out_dtype)
     out = check_output_path(out_path, overwrite=overwrite)
-    if batch_size != "auto" and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
+    check_batch_size(batch_size)
     (s_hsi, s_msi), (o_hsi, o_msi) = _pair_arg(scale, "scale"), _pair_arg(offset, "offset")
     with contextlib.ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
@@ -344,10 +295,13 @@ def fuse_geotiff(
         hsi = read_band_info(hsi_ds, hsi_bands, name="hsi_bands")
         msi = read_band_info(msi_read, msi_bands, name="msi_bands")
         hsi_phys, msi_phys = _physical(hsi, s_hsi, o_hsi, "HSI"), _physical(msi, s_msi, o_msi, "MSI")
-        net, compute = _resolve_model(model, hsi, msi, pair.ratio, device)
+        net, compute = resolve_model(
+            model, hsi_bands=hsi.count, msi_bands=msi.count, ratio=pair.ratio, device=device,
+            wavelengths_nm=hsi.wavelengths_nm, hint=_BAND_HINT,
+        )  # fmt: skip
         compute_dtype = resolve_dtype(dtype, compute)
-        tile, lap = _tiling(tile_size, overlap, pair.ratio, pair.hr_shape)
-        model_ab = _model_affine(net)
+        tile, lap = resolve_tiling(tile_size, overlap, pair.ratio, pair.hr_shape)
+        model_ab = model_input_affine(net)
         window = pair.msi_window
         source = RasterSource(
             scan_input(_raster_input(hsi_ds, hsi, (0, 0), pair.lr_shape, hsi_phys, model_ab, nodata), "HSI"),

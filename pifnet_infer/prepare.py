@@ -1,0 +1,185 @@
+"""The prepare step every entry point shares: pick the model, the device and the tiling, once.
+
+:func:`~pifnet_infer.fuse`, :func:`~pifnet_infer.fuse_geotiff` and the Dask path all call these
+before the first tile, so the same arguments are accepted, resolved and refused the same way
+everywhere (see ``DESIGN.md``: validate shapes, bands and ratio -> resolve weights -> tile).
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import nn
+
+from pifnet_infer._utils.device import resolve_device
+from pifnet_infer.errors import ShapeMismatchError
+
+if TYPE_CHECKING:
+    from pifnet_infer.weights import WeightEntry
+
+_logger = logging.getLogger(__name__)
+
+ModelArg = nn.Module | str | os.PathLike[str]
+#: HR tile side the official models were trained on (spec section 10.2); the "auto" tile size
+DEFAULT_TILE = 128
+
+
+def describe_entries(entries: Sequence[WeightEntry]) -> str:
+    """``name (hsi_bands=.., msi_bands=.., ratio=..), ...`` or ``none``."""
+    return (
+        ", ".join(
+            f"{e.name} (hsi_bands={e.config.hsi_bands}, msi_bands={e.config.msi_bands}, ratio={e.config.ratio})"
+            for e in entries
+        )
+        or "none"
+    )
+
+
+def _fitting_entries(hsi_bands: int, msi_bands: int, ratio: int) -> str:
+    try:
+        from pifnet_infer import weights
+
+        return describe_entries(weights.weights_for(hsi_bands=hsi_bands, msi_bands=msi_bands, ratio=ratio))
+    except Exception as err:  # the listing is only a hint: the error stands without it
+        _logger.debug("could not list fitting weights: %s", err)
+        return "unknown (manifest unavailable)"
+
+
+def _check_device(net: nn.Module, compute: torch.device, device: str | torch.device) -> None:
+    held = next(iter(net.parameters())).device
+    if held.type != compute.type or (None not in (held.index, compute.index) and held.index != compute.index):
+        raise ValueError(
+            f"the model is on {held} but device={device!r}; call model.to(device) or pass device='auto'"
+        )
+
+
+def resolve_model(
+    model: ModelArg,
+    *,
+    hsi_bands: int,
+    msi_bands: int,
+    ratio: int,
+    device: str | torch.device = "auto",
+    wavelengths_nm: Sequence[float] | None = None,
+    hint: str = "",
+) -> tuple[nn.Module, torch.device]:
+    """The model that fits the inputs, and the device to compute on.
+
+    Args:
+        model: a loaded PIFNet (kept on its device), a manifest name, a ``.safetensors`` path, or
+            ``"auto"``: the one manifest weight that fits the band counts, the ratio and (when
+            given) the HSI wavelengths.
+        hsi_bands: HSI bands of the input.
+        msi_bands: MSI bands of the input.
+        ratio: the LR -> HR ratio of the input.
+        device: ``"auto"`` (the model's device for a loaded model, else CUDA when available) or a device.
+        wavelengths_nm: HSI band centres, to narrow ``"auto"``.
+        hint: how the caller's user fixes a misfit (appended to the error messages).
+
+    Raises:
+        ShapeMismatchError: the model does not fit the band counts or the ratio.
+        ValueError: ``"auto"`` finds no single weight; the model sits on another device than ``device``.
+        TypeError: ``model`` is not a PIFNet, a name or a path.
+    """
+    hint = f"; {hint}" if hint else ""
+    if isinstance(model, nn.Module):
+        net = model
+        compute = next(iter(net.parameters())).device if device == "auto" else resolve_device(device)
+        _check_device(net, compute, device)
+    else:
+        from pifnet_infer import weights  # lazy: manifest and hub code only when a name is given
+
+        compute = resolve_device(device)
+        if isinstance(model, str) and model == "auto":
+            fitting = weights.weights_for(
+                hsi_bands=hsi_bands, msi_bands=msi_bands, ratio=ratio, wavelengths_nm=wavelengths_nm
+            )
+            if len(fitting) != 1:
+                every = [weights.get_weight(n) for n in weights.list_weights()]
+                listing = (
+                    f"candidates: {describe_entries(fitting)}"
+                    if fitting
+                    else f"manifest entries: {describe_entries(every)}"
+                )
+                raise ValueError(
+                    f"model='auto' needs exactly one manifest weight for hsi_bands={hsi_bands}, "
+                    f"msi_bands={msi_bands}, ratio={ratio}; {listing}; pass model=NAME, a .safetensors path "
+                    f"or a loaded PIFNet{hint}"
+                )
+            model = fitting[0].name
+        net = weights.load_model(model, device=compute, dtype="float32")
+    config = getattr(net, "config", None)
+    if config is None:
+        raise TypeError(
+            f"model must be a PIFNet (with a .config), a manifest name or a path, got {type(net).__name__}"
+        )
+    if ratio != config.ratio:
+        raise ShapeMismatchError(
+            f"the inputs imply ratio {ratio} (HR-MSI size / LR-HSI size) but the model has ratio {config.ratio}; "
+            f"pass an HR-MSI {config.ratio} times the LR-HSI or a model for ratio {ratio}"
+        )
+    if (hsi_bands, msi_bands) != (config.hsi_bands, config.msi_bands):
+        raise ShapeMismatchError(
+            f"the model expects hsi_bands={config.hsi_bands}, msi_bands={config.msi_bands}; the inputs give "
+            f"hsi_bands={hsi_bands}, msi_bands={msi_bands}. Manifest entries that fit: "
+            f"{_fitting_entries(hsi_bands, msi_bands, ratio)}{hint}"
+        )
+    return net, compute
+
+
+def model_input_affine(net: nn.Module) -> tuple[float, float]:
+    """(a, b) with model input = a * value + b, from the weight's manifest ``input_range`` (identity without)."""
+    entry = getattr(net, "weight_entry", None)
+    if entry is None:
+        return 1.0, 0.0
+    return float(entry.input_range["scale"]), float(entry.input_range["offset"])
+
+
+def _round_to(value: float, step: int) -> int:
+    return max(step, round(value / step) * step)
+
+
+def resolve_tiling(
+    tile_size: int | Literal["auto"], overlap: int | Literal["auto"], ratio: int, hr_shape: tuple[int, int]
+) -> tuple[int, int]:
+    """(tile_size, overlap) in HR pixels: "auto" resolved, explicit values checked.
+
+    Both are multiples of ``2 * ratio`` (tiles sit on the LR grid, and the model halves them once);
+    ``0 <= overlap < tile_size``. ``"auto"``: :data:`DEFAULT_TILE` (smaller for small scenes) and
+    a quarter of the tile.
+    """
+    step = 2 * ratio
+    if tile_size == "auto":
+        scene = -(-max(hr_shape) // step) * step
+        tile_size = min(_round_to(DEFAULT_TILE, step), scene)
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < step or tile_size % step:
+        raise ValueError(
+            f"tile_size must be 'auto' or a positive multiple of 2*ratio={step}, got {tile_size!r}"
+        )
+    if overlap == "auto":
+        overlap = min(_round_to(tile_size / 4, step), tile_size - step)
+    if (
+        isinstance(overlap, bool)
+        or not isinstance(overlap, int)
+        or overlap < 0
+        or overlap % step
+        or overlap >= tile_size
+    ):
+        raise ValueError(
+            f"overlap must be 'auto' or a multiple of 2*ratio={step} in [0, tile_size={tile_size}), got {overlap!r}"
+        )
+    return tile_size, overlap
+
+
+def check_batch_size(batch_size: int | Literal["auto"]) -> None:
+    """Refuse anything but ``"auto"`` or a positive int."""
+    if batch_size != "auto" and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
