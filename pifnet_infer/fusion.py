@@ -12,7 +12,7 @@ blends them into the output.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -190,8 +190,11 @@ def _diagnostics_srf(net: nn.Module) -> np.ndarray:
             "entry, and this model has none; call pifnet_infer.diagnostics.consistency(fused, lr_hsi, hr_msi, "
             "ratio=..., srf_matrix=...) with your sensor's responses instead"
         )
+    from pifnet_infer.spectral import ResampledModel
     from pifnet_infer.srf import srf_matrix
 
+    if isinstance(net, ResampledModel):  # the output is on the user's bands
+        return srf_matrix(entry.msi_srf, net.plan.user_wavelengths_nm, net.plan.user_fwhm_nm)
     return srf_matrix(entry.msi_srf, entry.hsi_wavelengths_nm, entry.hsi_fwhm_nm)
 
 
@@ -212,6 +215,8 @@ def fuse(
     progress: bool = True,
     out: np.ndarray | torch.Tensor | None = None,
     callback: Callable[[int, int], None] | None = None,
+    hsi_wavelengths_nm: Sequence[float] | None = None,
+    hsi_fwhm_nm: Sequence[float] | None = None,
     return_diagnostics: bool = False,
 ) -> ArrayLike | tuple[ArrayLike, Diagnostics]:
     """Fuse an LR-HSI with an HR-MSI of the same scene into an HR-HSI, tile by tile.
@@ -252,6 +257,12 @@ def fuse(
         out: where to write the result: a numpy array or ``np.memmap`` (results larger than RAM),
             or a torch tensor, shaped like the output; returned.
         callback: ``callback(done, total)`` after every tile.
+        hsi_wavelengths_nm: the LR-HSI's band centres in nm (one per band). When the model was trained on
+            another band grid that covers them (its manifest ``hsi_wavelengths_nm``), each tile is
+            resampled onto the model's grid, fused there, and only the detail the model adds comes back
+            to these bands (:class:`~pifnet_infer.spectral.ResampledModel`); equal grids are not
+            resampled. With ``model="auto"`` the one weight on this grid, or covering it, is chosen.
+        hsi_fwhm_nm: the bands' FWHM in nm, when known (else estimated from the band spacing).
         return_diagnostics: also return :func:`pifnet_infer.diagnostics.consistency` of the result with
             its inputs (in physical units, with the PSF of the official protocol and the MSI spectral
             responses of the model's manifest entry; NaN where inputs are missing).
@@ -266,17 +277,19 @@ def fuse(
         ValueError: integer inputs without ``scale``, infinite values, no valid pixel, bad tiling
             arguments, no single weight for ``model="auto"``.
         TypeError: inputs of different kinds, or not arrays.
+        SpectralCoverageError: ``hsi_wavelengths_nm`` and the model's band grid do not cover each other.
 
     Example:
-        >>> hr_hsi = fuse(lr_hsi, hr_msi, model="pifnet-chikusei-x4")  # doctest: +SKIP
+        >>> hr_hsi = fuse(lr_hsi, rgb, model="pifnet-vnir-rgb-x4", hsi_wavelengths_nm=wl)  # doctest: +SKIP
 
     .. versionadded:: 0.1
     """
     model_ratio = getattr(getattr(model, "config", None), "ratio", None)
     prep = _check_arrays(lr_hsi, hr_msi, layout, scale, model_ratio)
     net, compute = resolve_model(
-        model, hsi_bands=prep.hsi_bands, msi_bands=prep.msi_bands, ratio=prep.ratio, device=device
-    )
+        model, hsi_bands=prep.hsi_bands, msi_bands=prep.msi_bands, ratio=prep.ratio, device=device,
+        wavelengths_nm=hsi_wavelengths_nm, fwhm_nm=hsi_fwhm_nm,
+    )  # fmt: skip
     compute_dtype = resolve_dtype(dtype, compute)
     h, w = prep.lr_shape
     tile, lap = resolve_tiling(tile_size, overlap, prep.ratio, (h * prep.ratio, w * prep.ratio))

@@ -67,6 +67,7 @@ def resolve_model(
     ratio: int,
     device: str | torch.device = "auto",
     wavelengths_nm: Sequence[float] | None = None,
+    fwhm_nm: Sequence[float] | None = None,
     hint: str = "",
 ) -> tuple[nn.Module, torch.device]:
     """The model that fits the inputs, and the device to compute on.
@@ -79,15 +80,23 @@ def resolve_model(
         msi_bands: MSI bands of the input.
         ratio: the LR -> HR ratio of the input.
         device: ``"auto"`` (the model's device for a loaded model, else CUDA when available) or a device.
-        wavelengths_nm: HSI band centres, to narrow ``"auto"``.
+        wavelengths_nm: the HSI's band centres (nm), when known. A model whose manifest gives another
+            band grid that covers them is wrapped in a :class:`~pifnet_infer.spectral.ResampledModel`
+            (fuse on the model's grid, bring back the detail); ``"auto"`` prefers a weight on exactly
+            this grid, else the one weight whose grid covers it.
+        fwhm_nm: the HSI's band widths (nm), when known (else estimated from the spacing).
         hint: how the caller's user fixes a misfit (appended to the error messages).
 
     Raises:
         ShapeMismatchError: the model does not fit the band counts or the ratio.
+        SpectralCoverageError: the model's band grid and the HSI's do not cover each other.
         ValueError: ``"auto"`` finds no single weight; the model sits on another device than ``device``.
         TypeError: ``model`` is not a PIFNet, a name or a path.
     """
-    hint = f"; {hint}" if hint else ""
+    if wavelengths_nm is not None and len(wavelengths_nm) != hsi_bands:
+        raise ValueError(
+            f"hsi_wavelengths_nm has {len(wavelengths_nm)} values for an HSI of {hsi_bands} bands; give one per band"
+        )
     if isinstance(model, nn.Module):
         net = model
         compute = next(iter(net.parameters())).device if device == "auto" else resolve_device(device)
@@ -97,28 +106,15 @@ def resolve_model(
 
         compute = resolve_device(device)
         if isinstance(model, str) and model == "auto":
-            fitting = weights.weights_for(
-                hsi_bands=hsi_bands, msi_bands=msi_bands, ratio=ratio, wavelengths_nm=wavelengths_nm
-            )
-            if len(fitting) != 1:
-                every = [weights.get_weight(n) for n in weights.list_weights()]
-                listing = (
-                    f"candidates: {describe_entries(fitting)}"
-                    if fitting
-                    else f"manifest entries: {describe_entries(every)}"
-                )
-                raise ValueError(
-                    f"model='auto' needs exactly one manifest weight for hsi_bands={hsi_bands}, "
-                    f"msi_bands={msi_bands}, ratio={ratio}; {listing}; pass model=NAME, a .safetensors path "
-                    f"or a loaded PIFNet{hint}"
-                )
-            model = fitting[0].name
+            model = _auto_weight(hsi_bands, msi_bands, ratio, wavelengths_nm, fwhm_nm, hint).name
         net = weights.load_model(model, device=compute, dtype="float32")
-    config = getattr(net, "config", None)
-    if config is None:
+    if getattr(net, "config", None) is None:
         raise TypeError(
             f"model must be a PIFNet (with a .config), a manifest name or a path, got {type(net).__name__}"
         )
+    if wavelengths_nm is not None:
+        net = fit_band_grid(net, wavelengths_nm, fwhm_nm)
+    config = net.config
     if ratio != config.ratio:
         raise ShapeMismatchError(
             f"the inputs imply ratio {ratio} (HR-MSI size / LR-HSI size) but the model has ratio {config.ratio}; "
@@ -128,9 +124,80 @@ def resolve_model(
         raise ShapeMismatchError(
             f"the model expects hsi_bands={config.hsi_bands}, msi_bands={config.msi_bands}; the inputs give "
             f"hsi_bands={hsi_bands}, msi_bands={msi_bands}. Manifest entries that fit: "
-            f"{_fitting_entries(hsi_bands, msi_bands, ratio)}{hint}"
+            f"{_fitting_entries(hsi_bands, msi_bands, ratio)}" + (f"; {hint}" if hint else "")
         )
     return net, compute
+
+
+def _auto_weight(
+    hsi_bands: int,
+    msi_bands: int,
+    ratio: int,
+    wavelengths_nm: Sequence[float] | None,
+    fwhm_nm: Sequence[float] | None,
+    hint: str,
+) -> WeightEntry:
+    """The one manifest weight for ``model="auto"``: on the HSI's exact grid, else covering it."""
+    from pifnet_infer import weights
+
+    fitting = weights.weights_for(
+        hsi_bands=hsi_bands, msi_bands=msi_bands, ratio=ratio, wavelengths_nm=wavelengths_nm
+    )
+    if not fitting and wavelengths_nm is not None:
+        fitting = [
+            e
+            for e in weights.weights_for(msi_bands=msi_bands, ratio=ratio)
+            if e.hsi_wavelengths_nm is not None and _covers(e, wavelengths_nm, fwhm_nm)
+        ]
+    if len(fitting) == 1:
+        return fitting[0]
+    every = [weights.get_weight(n) for n in weights.list_weights()]
+    listing = (
+        f"candidates: {describe_entries(fitting)}"
+        if fitting
+        else f"manifest entries: {describe_entries(every)}"
+    )
+    grid = (
+        ""
+        if wavelengths_nm is None
+        else f" (or a grid covering {min(wavelengths_nm):.0f}-{max(wavelengths_nm):.0f} nm)"
+    )
+    raise ValueError(
+        f"model='auto' needs exactly one manifest weight for hsi_bands={hsi_bands}{grid}, msi_bands={msi_bands}, "
+        f"ratio={ratio}; {listing}; pass model=NAME, a .safetensors path or a loaded PIFNet"
+        + (f"; {hint}" if hint else "")
+    )
+
+
+def _covers(entry: WeightEntry, wavelengths_nm: Sequence[float], fwhm_nm: Sequence[float] | None) -> bool:
+    from pifnet_infer.spectral import SpectralCoverageError, plan_resampling
+
+    try:
+        plan_resampling(wavelengths_nm, fwhm_nm, entry.hsi_wavelengths_nm, entry.hsi_fwhm_nm)
+    except SpectralCoverageError:
+        return False
+    return True
+
+
+def fit_band_grid(
+    net: nn.Module, wavelengths_nm: Sequence[float], fwhm_nm: Sequence[float] | None = None
+) -> nn.Module:
+    """``net`` itself when the HSI is on its band grid, else a :class:`~pifnet_infer.spectral.ResampledModel`.
+
+    A model without a manifest band grid (``net.weight_entry.hsi_wavelengths_nm``) is returned as it is:
+    its band count must then match the HSI's (checked by the caller).
+
+    Raises:
+        SpectralCoverageError: the grids do not cover each other (the message names the covered range).
+        ValueError: ``wavelengths_nm`` / ``fwhm_nm`` are not positive finite nm.
+    """
+    from pifnet_infer.spectral import ResampledModel, plan_resampling
+
+    entry = getattr(net, "weight_entry", None)
+    if entry is None or entry.hsi_wavelengths_nm is None:
+        return net
+    plan = plan_resampling(wavelengths_nm, fwhm_nm, entry.hsi_wavelengths_nm, entry.hsi_fwhm_nm)
+    return net if plan.identity else ResampledModel(net, plan)
 
 
 def model_input_affine(net: nn.Module) -> tuple[float, float]:

@@ -55,17 +55,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.srf import SpectralCoverageError
 
 __all__ = [
+    "ResampledModel",
     "SpectralCoverageError",
     "SpectralPlan",
     "covered_ranges",
@@ -324,6 +326,35 @@ class SpectralPlan:
         if isinstance(fused_model, torch.Tensor):
             return torch.as_tensor(base, device=detail.device).to(detail.dtype) + detail
         return np.asarray(base, dtype=detail.dtype) + detail
+
+
+class ResampledModel(nn.Module):
+    """A model trained on one band grid, fusing an LR-HSI given on another (tile by tile).
+
+    ``forward(lr_user, msi)`` resamples the LR tile onto the model's grid, runs the model and
+    brings back only the detail (:meth:`SpectralPlan.fused_to_user`), so the tiling engine sees a
+    model with the user's band count. ``config`` is the wrapped model's with ``hsi_bands`` set to
+    the user's; ``weight_entry`` is the wrapped model's.
+
+    Args:
+        model: the PIFNet on the model grid (``model.config.hsi_bands == plan.model_wavelengths_nm.size``).
+        plan: a non-identity :class:`SpectralPlan`.
+    """
+
+    def __init__(self, model: nn.Module, plan: SpectralPlan) -> None:
+        super().__init__()
+        if plan.identity:
+            raise ValueError("the grids are the same: use the model itself, not a ResampledModel")
+        self.model = model
+        self.plan = plan
+        self.config = replace(model.config, hsi_bands=int(plan.user_wavelengths_nm.size))
+        self.weight_entry = getattr(model, "weight_entry", None)
+
+    def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> torch.Tensor:
+        """(B, C_user, h, w), (B, c, r*h, r*w) -> (B, C_user, r*h, r*w)."""
+        lr_model = self.plan.lr_to_model(lr_hsi)
+        fused = self.model(lr_model, hr_msi).float()
+        return self.plan.fused_to_user(fused, lr_model.float(), lr_hsi.float(), self.config.ratio)
 
 
 def plan_resampling(

@@ -184,6 +184,18 @@ def _write_metadata(
         dst.units = tuple(u or "" for u in units)
 
 
+def _band_grid(net: nn.Module) -> str:
+    """How the HSI bands met the model's: ``model`` (as they are) or the resampling done (output tag)."""
+    from pifnet_infer.spectral import ResampledModel
+
+    if not isinstance(net, ResampledModel):
+        return "model"
+    return (
+        f"resampled: {net.plan.user_wavelengths_nm.size} HSI bands fused on the model's "
+        f"{net.plan.model_wavelengths_nm.size}-band grid, detail brought back to the HSI bands"
+    )
+
+
 def _model_name(model: Any, net: nn.Module) -> str:
     entry = getattr(net, "weight_entry", None)
     if entry is not None:
@@ -297,7 +309,7 @@ def fuse_geotiff(
         hsi_phys, msi_phys = _physical(hsi, s_hsi, o_hsi, "HSI"), _physical(msi, s_msi, o_msi, "MSI")
         net, compute = resolve_model(
             model, hsi_bands=hsi.count, msi_bands=msi.count, ratio=pair.ratio, device=device,
-            wavelengths_nm=hsi.wavelengths_nm, hint=_BAND_HINT,
+            wavelengths_nm=hsi.wavelengths_nm, fwhm_nm=hsi.fwhm_nm, hint=_BAND_HINT,
         )  # fmt: skip
         compute_dtype = resolve_dtype(dtype, compute)
         tile, lap = resolve_tiling(tile_size, overlap, pair.ratio, pair.hr_shape)
@@ -326,6 +338,7 @@ def fuse_geotiff(
             "PIFNET_HSI_BANDS": ",".join(map(str, hsi.indexes)),
             "PIFNET_MSI_BANDS": ",".join(map(str, msi.indexes)),
             "PIFNET_MSI_ALIGNMENT": alignment,
+            "PIFNET_BAND_GRID": _band_grid(net),
             "PIFNET_TILING": f"tile_size={tile} overlap={lap} blend={'cosine' if lap else 'none'}",
         }
         _logger.info("fuse_geotiff: %s -> %s, %s, tiles of %d px, overlap %d, batch %d, %s %s", hsi_path, out,
