@@ -24,6 +24,10 @@ class WeightsNotFoundError(PifnetError, FileNotFoundError):
     """No weight of that name, or its file is neither bundled nor cached."""
 
 
+class RasterReadError(PifnetError, OSError):
+    """A raster cannot be opened or one of its windows cannot be read (missing driver, truncated or corrupt file)."""
+
+
 class ChecksumMismatchError(PifnetError, OSError):
     """A weight file's sha256 differs from the manifest."""
 

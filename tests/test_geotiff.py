@@ -20,7 +20,7 @@ from torch import nn
 
 from pifnet_infer.config import PIFNetConfig
 from pifnet_infer.data import load_sample
-from pifnet_infer.errors import GridMismatchError, ShapeMismatchError
+from pifnet_infer.errors import GridMismatchError, RasterReadError, ShapeMismatchError
 from pifnet_infer.fusion import fuse
 from pifnet_infer.io.bands import parse_band_list, read_band_info, select_bands
 from pifnet_infer.io.geotiff import fuse_geotiff
@@ -391,6 +391,23 @@ def _unreadable(folder, lr, msi):
     return hsi, msi_path
 
 
+def _corrupt_block(folder, lr, msi):
+    """An MSI whose header is intact but one compressed block in the middle is garbage."""
+    hsi, msi_path = write_pair(folder, lr, msi)
+    with rasterio.open(msi_path) as src:
+        data, profile = src.read(), src.profile
+    profile |= {"tiled": True, "blockxsize": 16, "blockysize": 16, "compress": "deflate"}
+    with rasterio.open(msi_path, "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(msi_path) as src:
+        offset = int(src.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=2))
+        size = int(src.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=2))
+    raw = bytearray(msi_path.read_bytes())
+    raw[offset : offset + size] = bytes(size)  # zeros are not a valid deflate stream
+    msi_path.write_bytes(bytes(raw))
+    return hsi, msi_path
+
+
 ERRORS = {
     "misaligned": (
         _misaligned,
@@ -403,7 +420,8 @@ ERRORS = {
     "no-crs": (_no_crs, {}, GridMismatchError, "the MSI has no CRS"),
     "msi-too-small": (_too_small, {}, GridMismatchError, "short by 8 px on the bottom"),
     "missing-file": (_missing, {}, FileNotFoundError, "MSI file .*nope.tif' does not exist"),
-    "unreadable-file": (_unreadable, {}, OSError, "cannot read the MSI .* as a raster"),
+    "unreadable-file": (_unreadable, {}, RasterReadError, "cannot read the MSI .* as a raster"),
+    "corrupt-block": (_corrupt_block, {}, RasterReadError, r"reading rows .* of '.*msi.tif' failed .* corrupt"),
     "hsi-band-out-of-range": (
         write_pair,
         {"hsi_bands": (1, 73)},

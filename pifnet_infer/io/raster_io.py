@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pifnet_infer.errors import ShapeMismatchError
+from pifnet_infer.errors import RasterReadError, ShapeMismatchError
 from pifnet_infer.tiling.array_io import ArraySink, mirror_indices
 from pifnet_infer.tiling.protocols import RowPostprocess, Window
 
@@ -59,11 +59,19 @@ class RasterInput:
 
     def read_raw(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
         """Stored values (file dtype) of scene rows/cols ``[row0, row1) x [col0, col1)``, inside the scene."""
+        from rasterio.errors import RasterioIOError
         from rasterio.windows import Window as RioWindow
 
         window = RioWindow(col0 + self.origin[1], row0 + self.origin[0], col1 - col0, row1 - row0)
-        with self.lock:
-            return np.asarray(self.dataset.read(self.indexes, window=window))
+        try:
+            with self.lock:
+                return np.asarray(self.dataset.read(self.indexes, window=window))
+        except RasterioIOError as err:
+            raise RasterReadError(
+                f"reading rows {row0 + self.origin[0]}-{row1 + self.origin[0]}, columns "
+                f"{col0 + self.origin[1]}-{col1 + self.origin[1]} of {self.dataset.name!r} failed ({err}); "
+                "the file is truncated or corrupt: re-download or re-export it"
+            ) from err
 
     def missing(self, raw: np.ndarray) -> np.ndarray | None:
         """Bool (rows, cols): pixels where any band is NaN or nodata; None when the dtype cannot have any."""

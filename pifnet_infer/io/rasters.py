@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pifnet_infer.errors import GridMismatchError
+from pifnet_infer.errors import GridMismatchError, RasterReadError
 from pifnet_infer.io.grids import GridPair, RasterGrid, check_crs, crs_name, match_grids, subdivided_transform
 from pifnet_infer.tiling.protocols import Window
 
@@ -35,7 +35,7 @@ def open_raster(path: str | os.PathLike[str], name: str) -> Iterator[Any]:
     try:
         dataset = rasterio.open(text)
     except RasterioIOError as err:
-        raise OSError(
+        raise RasterReadError(
             f"cannot read the {name} {text!r} as a raster ({err}); expected a GeoTIFF or another format GDAL reads"
         ) from err
     with dataset:
