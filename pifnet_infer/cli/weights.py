@@ -1,4 +1,4 @@
-"""``pifnet-infer weights list | info NAME | download NAME | verify [NAME|PATH] | publish PATH``."""
+"""``pifnet-infer weights list | info NAME | download NAME | verify [NAME|PATH] | check [NAME] | publish PATH``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,12 @@ def add_parser(subparsers: Any) -> None:
     )
     verify.add_argument("--cache-dir", help="huggingface_hub cache folder")
     verify.set_defaults(func=_verify)
+
+    check = actions.add_parser(
+        "check", help="fuse each weight's recorded sample tile and compare its PSNR with the manifest"
+    )
+    check.add_argument("name", nargs="?", help="one entry (default: every entry with a record)")
+    check.set_defaults(func=_check)
 
     publish = actions.add_parser(
         "publish", help="(maintainers) upload a file and pin its commit in the manifest"
@@ -168,6 +174,26 @@ def _verify(args: argparse.Namespace) -> int:
             f"{args.target!r} is not on this machine; run `pifnet-infer weights download {args.target}` first"
         )
     return 1 if failed else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pifnet_infer.weights import get_weight, list_weights
+    from pifnet_infer.weights.selfcheck import run_self_check, self_check_record
+
+    names = [args.name] if args.name else [n for n in list_weights() if self_check_record(get_weight(n))]
+    results = [run_self_check(name) for name in names]
+    rows = [
+        [
+            r.name,
+            f"{r.psnr_db:.4f}",
+            f"{r.recorded_db:.4f}",
+            f"{r.tolerance_db:g}",
+            "ok" if r.ok else "MISMATCH",
+        ]
+        for r in results
+    ]
+    print(format_table(["NAME", "PSNR", "RECORDED", "TOLERANCE", "RESULT"], rows))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _publish(args: argparse.Namespace) -> int:
