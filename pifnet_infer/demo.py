@@ -144,14 +144,14 @@ def run_demo(
     from pifnet_infer.simulate import simulate_pair
     from pifnet_infer.weights import get_weight
 
-    if sample not in TEST_STRIPS:
-        raise KeyError(f"no demo test strip for sample {sample!r}; use one of {', '.join(TEST_STRIPS)}")
     entry = get_weight(weight)
+    if sample not in TEST_STRIPS:
+        raise KeyError(f"no test strip for sample {sample!r}; use one of {', '.join(TEST_STRIPS)}")
     draw = _want_figure(figure)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ratio = entry.config.ratio
-    reference, wavelengths = _reference(sample, entry)
+    reference, wavelengths = held_out_strip(sample, weight)
     lr, msi = simulate_pair(reference, ratio, srf=entry.msi_srf, wavelengths_nm=wavelengths, psf="mtf")
 
     paths = {key: out / name for key, name in FILES.items()}
@@ -222,9 +222,31 @@ def _want_figure(figure: bool | Literal["auto"]) -> bool:
     return bool(figure)
 
 
-def _reference(sample: str, entry: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The test strip's bands inside the weight's grid, sorted by wavelength, negatives clipped to 0."""
+def held_out_strip(sample: str = DEFAULT_SAMPLE, weight: str = DEFAULT_WEIGHT) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out test strip of a bundled sample, on the sample's bands that the weight's grid covers.
+
+    Bands are sorted by wavelength; bands the provider zeroed (bad bands) are dropped and negative
+    values clipped to 0, as in training.
+
+    Args:
+        sample: a bundled sample with an entry in :data:`TEST_STRIPS`.
+        weight: manifest name of the weight whose band grid selects the bands.
+
+    Returns:
+        ``(reference, wavelengths_nm)``: float32 (C, H, W) reflectance and float64 (C,) band centres.
+
+    Raises:
+        KeyError: no test strip for ``sample``, or ``weight`` is not in the manifest.
+        PifnetError: the sample has no band inside the weight's grid.
+
+    .. versionadded:: 0.1
+    """
     from pifnet_infer.spectral import covered_ranges
+    from pifnet_infer.weights import get_weight
+
+    if sample not in TEST_STRIPS:
+        raise KeyError(f"no test strip for sample {sample!r}; use one of {', '.join(TEST_STRIPS)}")
+    entry = get_weight(weight)
 
     scene = load_sample(sample)
     if scene.wavelengths_nm is None or entry.hsi_wavelengths_nm is None:

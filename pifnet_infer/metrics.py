@@ -614,7 +614,8 @@ def evaluate(
     ``border="valid"``; SAM with eps 0, zero-norm pixels skipped; ERGAS with 100 / ``ratio``.
 
     Both: RMSE over the cube, CC = mean per-band correlation, Q2n on 32 x 32 blocks (the multi-band
-    UIQI; per-band :func:`uiqi` is left out of the table to keep large cubes fast).
+    UIQI; per-band :func:`uiqi` is left out of the table to keep large cubes fast). Images with a
+    side under 32 px (held-out strips, small tiles) get Q2n blocks as large as that side.
 
     Args:
         reference: ground truth (bands, H, W), float.
@@ -649,7 +650,7 @@ def evaluate(
         }
     scores["RMSE"] = _rmse(stats)
     scores["CC"] = _cc(stats)
-    scores["Q2n"] = q2n(ref, est)
+    scores["Q2n"] = q2n(ref, est, block_size=min(32, *ref.shape[-2:]))
     _logger.debug(
         "evaluate(protocol=%r) of a %s cube: %.2f s", protocol, tuple(ref.shape), time.perf_counter() - start
     )

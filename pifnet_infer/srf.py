@@ -7,7 +7,7 @@ multispectral image; each row sums to 1, so a flat spectrum of 1 gives 1.
 
 Bundled tables (see ``pifnet_infer/data/srf/README.md`` for sources and terms):
 ``sentinel2a`` (13 bands), ``landsat8_oli`` (9 reflective bands) and named
-sub-selections, plus the synthetic ``rgb_gaussian`` camera.
+sub-selections, plus the synthetic ``rgb_gaussian`` camera and ``pan_450_900`` panchromatic band.
 
 .. versionadded:: 0.1
 """
@@ -29,7 +29,7 @@ _logger = logging.getLogger(__name__)
 
 _TABLES = resources.files("pifnet_infer.data") / "srf"
 
-#: name -> (CSV file, selected band columns or None for all). ``rgb_gaussian`` is built in code.
+#: name -> (CSV file, selected band columns or None for all). The synthetic responses are built in code.
 _PRESETS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "sentinel2a": ("sentinel2a_msi.csv", None),
     "sentinel2a-10m": ("sentinel2a_msi.csv", ("B2", "B3", "B4", "B8")),
@@ -48,6 +48,11 @@ RGB_GAUSSIAN_BANDS: dict[str, tuple[float, float]] = {
     "G": (540.0, 80.0),
     "B": (460.0, 80.0),
 }
+
+#: Synthetic panchromatic band: flat between these wavelengths (nm), falling linearly to 0 over
+#: PAN_EDGE_NM outside them.
+PAN_RANGE_NM = (450.0, 900.0)
+PAN_EDGE_NM = 10.0
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
@@ -167,7 +172,7 @@ class SpectralResponse:
 
 def list_srfs() -> list[str]:
     """Names accepted by :func:`load_srf`."""
-    return sorted([*_PRESETS, "rgb_gaussian"])
+    return sorted([*_PRESETS, *_SYNTHETIC])
 
 
 def load_srf(name: str, *, bands: Sequence[str] | None = None) -> SpectralResponse:
@@ -177,14 +182,15 @@ def load_srf(name: str, *, bands: Sequence[str] | None = None) -> SpectralRespon
         name: one of :func:`list_srfs`: ``"sentinel2a"`` (B1-B12, B8A), ``"sentinel2a-10m"`` (B2, B3, B4, B8),
             ``"sentinel2a-20m"`` (B5, B6, B7, B8A, B11, B12), ``"landsat8_oli"`` (B1-B9),
             ``"landsat8_oli-ms"`` (B1-B7), ``"landsat8_oli-pan"`` (B8, one panchromatic band),
-            ``"rgb_gaussian"`` (synthetic R, G, B; see :func:`rgb_gaussian`).
+            ``"rgb_gaussian"`` (synthetic R, G, B; see :func:`rgb_gaussian`), ``"pan_450_900"`` (synthetic
+            panchromatic band; see :func:`pan_450_900`).
         bands: optional band names to keep (in this order), e.g. ``["B4", "B8"]``.
 
     Raises:
         KeyError: unknown name or band; the message lists the valid ones.
     """
-    if name == "rgb_gaussian":
-        srf = rgb_gaussian()
+    if name in _SYNTHETIC:
+        srf = _SYNTHETIC[name]()
     elif name in _PRESETS:
         file, selected = _PRESETS[name]
         table = _read_table(file)
@@ -207,6 +213,22 @@ def rgb_gaussian() -> SpectralResponse:
         [np.exp(-0.5 * ((grid - c) / (w * _FWHM_TO_SIGMA)) ** 2) for c, w in RGB_GAUSSIAN_BANDS.values()]
     )
     return SpectralResponse("rgb_gaussian", tuple(RGB_GAUSSIAN_BANDS), grid, resp)
+
+
+def pan_450_900() -> SpectralResponse:
+    """A synthetic panchromatic band: flat from 450 to 900 nm, linear edges down to 0 at 440 and 910 nm.
+
+    Close to the pan bands of ALI (480-690 nm), PRISMA (400-700 nm) or Landsat 8 (503-676 nm) in
+    spirit, not a copy of any: a redistributable stand-in for training weights that fuse an HSI with
+    "a" panchromatic image. Users with a measured pan response should pass it instead.
+    """
+    lo, hi = PAN_RANGE_NM
+    grid = np.arange(lo - PAN_EDGE_NM - 1, hi + PAN_EDGE_NM + 2, 1.0)
+    resp = np.interp(grid, [lo - PAN_EDGE_NM, lo, hi, hi + PAN_EDGE_NM], [0.0, 1.0, 1.0, 0.0])
+    return SpectralResponse("pan_450_900", ("PAN",), grid, resp[None, :])
+
+
+_SYNTHETIC = {"rgb_gaussian": rgb_gaussian, "pan_450_900": pan_450_900}
 
 
 def srf_matrix(

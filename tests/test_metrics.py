@@ -337,6 +337,15 @@ def test_evaluate_official_follows_spec(pair: tuple[np.ndarray, np.ndarray]) -> 
     assert table["Q2n"] == pytest.approx(metrics.q2n(x, clamped))
 
 
+def test_evaluate_a_strip_narrower_than_a_q2n_block() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 24, 88))
+    y = x + 0.05 * rng.standard_normal(x.shape)
+    table = metrics.evaluate(x, y, ratio=4)
+    assert table["Q2n"] == pytest.approx(metrics.q2n(x, np.clip(y, 0, 1), block_size=24))
+    assert 0.5 < table["Q2n"] < 1.0
+
+
 def test_evaluate_standard(pair: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = pair
     table = metrics.evaluate(x, y, ratio=2, protocol="standard")

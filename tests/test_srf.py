@@ -121,3 +121,15 @@ def test_bad_wavelengths() -> None:
         srf_matrix("sentinel2a-10m", np.linspace(400, 1000, 50), np.ones(49))
     with pytest.raises(ValueError, match="wavelengths_nm"):
         srf_matrix("sentinel2a-10m", [500.0, float("nan")])
+
+
+def test_synthetic_pan_is_flat_inside_and_zero_outside() -> None:
+    from pifnet_infer.srf import load_srf
+
+    pan = load_srf("pan_450_900")
+    wl = np.arange(300.0, 1100.0, 5.0)
+    matrix = srf_matrix(pan, wl, np.full(wl.shape, 1.0))
+    inside = (wl >= 460) & (wl <= 890)
+    assert matrix.shape == (1, wl.size) and matrix.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(matrix[0, inside], matrix[0, inside][0], rtol=1e-3)  # flat
+    assert (matrix[0, (wl < 435) | (wl > 915)] < 1e-9).all()

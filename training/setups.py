@@ -34,7 +34,6 @@ from pifnet_infer.srf import SpectralResponse, load_srf, srf_matrix
 BAND_FWHM_NM = 10.0
 #: water-vapour windows removed from the VNIR-SWIR grid, inclusive band centres (nm)
 WATER_VAPOUR_GAPS_NM = ((1270.0, 1450.0), (1800.0, 1970.0))
-PAN_RANGE_NM = (450.0, 900.0)
 
 
 def vnir_grid() -> np.ndarray:
@@ -51,14 +50,6 @@ def vnirswir_grid() -> np.ndarray:
     return grid[keep]
 
 
-def flat_pan() -> SpectralResponse:
-    """A synthetic panchromatic band, flat over :data:`PAN_RANGE_NM` with 10 nm linear edges."""
-    lo, hi = PAN_RANGE_NM
-    wl = np.arange(lo - 20.0, hi + 21.0)
-    resp = np.clip(np.minimum(wl - (lo - 10.0), (hi + 10.0) - wl) / 10.0, 0.0, 1.0)
-    return SpectralResponse("pan_450_900", ("PAN",), wl, resp[None])
-
-
 @dataclass(frozen=True)
 class Setup:
     """One trainable weight: its HSI band grid, MSI response and ratio.
@@ -66,7 +57,7 @@ class Setup:
     Attributes:
         name: weight name, ``pifnet-<grid>-<msi>-x<ratio>``.
         wavelengths_nm: float64 (C,) model band centres.
-        msi_srf: spectral response name (:func:`pifnet_infer.srf.load_srf` or ``"pan_450_900"``).
+        msi_srf: spectral response name (:func:`pifnet_infer.srf.load_srf`).
         msi_bands_description: one label per MSI band.
         ratio: LR -> HR factor.
     """
@@ -84,7 +75,7 @@ class Setup:
 
     def response(self) -> SpectralResponse:
         """The MSI sensor's spectral response."""
-        return flat_pan() if self.msi_srf == "pan_450_900" else load_srf(self.msi_srf)
+        return load_srf(self.msi_srf)
 
     def srf_matrix(self) -> np.ndarray:
         """float64 (c, C): MSI bands from the model's HSI bands."""
