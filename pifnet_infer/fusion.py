@@ -26,8 +26,10 @@ from pifnet_infer.prepare import (
     ModelArg,
     check_batch_size,
     model_input_affine,
+    model_srf_matrix,
     resolve_model,
     resolve_tiling,
+    with_refinement,
 )
 from pifnet_infer.tiling.array_io import (
     ArrayInput,
@@ -47,6 +49,7 @@ _logger = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | torch.Tensor
 ScaleArg = float | tuple[float, float] | None
+
 
 @dataclass(frozen=True)
 class _Prepared:
@@ -183,19 +186,14 @@ def _output(out: Any, prep: _Prepared, layout: Layout) -> tuple[np.ndarray, Call
 
 def _diagnostics_srf(net: nn.Module) -> np.ndarray:
     """(c, C) spectral response matrix of the model's MSI, from its manifest entry (for ``return_diagnostics``)."""
-    entry = getattr(net, "weight_entry", None)
-    if entry is None or entry.hsi_wavelengths_nm is None:
+    srf = model_srf_matrix(net)
+    if srf is None:
         raise ValueError(
             "return_diagnostics=True needs the MSI spectral responses and HSI wavelengths of the model's manifest "
             "entry, and this model has none; call pifnet_infer.diagnostics.consistency(fused, lr_hsi, hr_msi, "
             "ratio=..., srf_matrix=...) with your sensor's responses instead"
         )
-    from pifnet_infer.spectral import ResampledModel
-    from pifnet_infer.srf import srf_matrix
-
-    if isinstance(net, ResampledModel):  # the output is on the user's bands
-        return srf_matrix(entry.msi_srf, net.plan.user_wavelengths_nm, net.plan.user_fwhm_nm)
-    return srf_matrix(entry.msi_srf, entry.hsi_wavelengths_nm, entry.hsi_fwhm_nm)
+    return srf
 
 
 def fuse(
@@ -217,6 +215,7 @@ def fuse(
     callback: Callable[[int, int], None] | None = None,
     hsi_wavelengths_nm: Sequence[float] | None = None,
     hsi_fwhm_nm: Sequence[float] | None = None,
+    refine: bool = False,
     return_diagnostics: bool = False,
 ) -> ArrayLike | tuple[ArrayLike, Diagnostics]:
     """Fuse an LR-HSI with an HR-MSI of the same scene into an HR-HSI, tile by tile.
@@ -263,6 +262,9 @@ def fuse(
             to these bands (:class:`~pifnet_infer.spectral.ResampledModel`); equal grids are not
             resampled. With ``model="auto"`` the one weight on this grid, or covering it, is chosen.
         hsi_fwhm_nm: the bands' FWHM in nm, when known (else estimated from the band spacing).
+        refine: pass every fused tile through :func:`pifnet_infer.adapt.refine` (consistency with that
+            tile's LR-HSI and HR-MSI, in their spectral subspace; about as long again as the model on a
+            CPU). It helps a weak or mismatched model most; see the README's "When to use what".
         return_diagnostics: also return :func:`pifnet_infer.diagnostics.consistency` of the result with
             its inputs (in physical units, with the PSF of the official protocol and the MSI spectral
             responses of the model's manifest entry; NaN where inputs are missing).
@@ -290,12 +292,14 @@ def fuse(
         model, hsi_bands=prep.hsi_bands, msi_bands=prep.msi_bands, ratio=prep.ratio, device=device,
         wavelengths_nm=hsi_wavelengths_nm, fwhm_nm=hsi_fwhm_nm,
     )  # fmt: skip
+    srf = _diagnostics_srf(net) if return_diagnostics else None
+    if refine:
+        net = with_refinement(net)
     compute_dtype = resolve_dtype(dtype, compute)
     h, w = prep.lr_shape
     tile, lap = resolve_tiling(tile_size, overlap, prep.ratio, (h * prep.ratio, w * prep.ratio))
     check_batch_size(batch_size)
     buffer, result = _output(out, prep, layout)
-    srf = _diagnostics_srf(net) if return_diagnostics else None
     (s_hsi, s_msi), (o_hsi, o_msi) = _pair(scale, 1.0, "scale"), _pair(offset, 0.0, "offset")
     if 0.0 in (s_hsi, s_msi):
         raise ValueError(f"scale must be non-zero, got {scale!r}")

@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -250,3 +251,38 @@ def check_batch_size(batch_size: int | Literal["auto"]) -> None:
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
+
+
+def model_srf_matrix(net: nn.Module) -> np.ndarray | None:
+    """(c, C) spectral responses of the model's MSI over the bands it outputs, from its manifest entry.
+
+    The entry's band grid, or the user's for a :class:`~pifnet_infer.spectral.ResampledModel`;
+    None when the model has no manifest entry with wavelengths (a plain module, a local file) or its
+    response is not one of :func:`pifnet_infer.srf.list_srfs`.
+    """
+    from pifnet_infer.spectral import ResampledModel
+    from pifnet_infer.srf import srf_matrix
+
+    entry = getattr(net, "weight_entry", None)
+    if entry is None or entry.hsi_wavelengths_nm is None:
+        return None
+    if isinstance(net, ResampledModel):  # the output is on the user's bands
+        wavelengths, fwhm = net.plan.user_wavelengths_nm, net.plan.user_fwhm_nm
+    else:
+        wavelengths, fwhm = entry.hsi_wavelengths_nm, entry.hsi_fwhm_nm
+    try:
+        return srf_matrix(entry.msi_srf, wavelengths, fwhm)
+    except KeyError:  # a response this library does not ship
+        _logger.info("%s: MSI response %r is not bundled; it will be estimated", entry.name, entry.msi_srf)
+        return None
+
+
+def with_refinement(net: nn.Module) -> nn.Module:
+    """``net`` with :func:`~pifnet_infer.adapt.refine` applied to each tile (``refine=True`` of the entry points).
+
+    The MSI's spectral responses come from the model's manifest entry when it has one
+    (:func:`model_srf_matrix`), else they are estimated from each tile's pair; the PSF is fitted.
+    """
+    from pifnet_infer.adapt.refine import RefinedModel
+
+    return RefinedModel(net, srf_matrix=model_srf_matrix(net))

@@ -286,3 +286,46 @@ def test_sigterm_removes_the_partial_output(tmp_path, sample, zoo):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130 and err.strip() == "pifnet-infer: interrupted"
     assert listing(tmp_path) == ["hsi.tif", "msi.tif"]
+
+
+def test_refine_flag_brings_the_output_closer_to_the_lr_hsi(tmp_path, sample, zoo, capsys):
+    from pifnet_infer.simulate import degrade_spatial
+
+    hsi, msi = picked_pair(tmp_path, sample)
+    outputs = {}
+    for name, extra in (("plain", []), ("refined", ["--refine"])):
+        out = tmp_path / f"{name}.tif"
+        argv = ["fuse", "--hsi", str(hsi), "--msi", str(msi), "--out", str(out), "--weights", str(zoo[1])]
+        code, _, err = run_cli(capsys, *argv, "--no-progress", *extra)
+        assert code == 0, err
+        with rasterio.open(out) as dst:
+            outputs[name] = dst.read()
+    with rasterio.open(hsi) as src:
+        lr = src.read()
+
+    def lr_error(x: np.ndarray) -> float:
+        return float(np.abs(degrade_spatial(x, RATIO, "mtf") - lr).mean())
+
+    assert lr_error(outputs["refined"]) < 0.7 * lr_error(outputs["plain"])
+
+
+def test_adapt_flag_trains_on_the_scene_then_fuses(tmp_path, sample, capsys):
+    hsi, msi = picked_pair(tmp_path, sample)
+    out = tmp_path / "adapted.tif"
+    argv = ["fuse", "--hsi", str(hsi), "--msi", str(msi), "--out", str(out), "--weights", "none"]
+    code, stdout, err = run_cli(capsys, *argv, "--adapt", "--adapt-seconds", "4", "--no-progress")
+    assert code == 0, err
+    assert "adapted in" in stdout and "base None" in stdout
+    with rasterio.open(out) as dst, rasterio.open(hsi) as src:
+        assert (dst.count, dst.height, dst.width) == (src.count, src.height * RATIO, src.width * RATIO)
+        assert dst.transform.a == pytest.approx(src.transform.a / RATIO)
+        assert np.isfinite(dst.read()).all()
+
+
+def test_adapt_refuses_an_existing_output_before_training(tmp_path, sample, capsys):
+    hsi, msi = picked_pair(tmp_path, sample)
+    (tmp_path / "taken.tif").write_bytes(b"x")
+    argv = ["fuse", "--hsi", str(hsi), "--msi", str(msi), "--out", str(tmp_path / "taken.tif"), "--adapt"]
+    start = time.monotonic()
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and "exists" in err and time.monotonic() - start < 30

@@ -39,6 +39,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from pifnet_infer._utils.device import resolve_device
 from pifnet_infer.adapt.estimate import PSFEstimate, estimate_psf_sigma, estimate_srf
@@ -360,3 +361,46 @@ def _conjugate_gradients(
         direction = res + (rs_new / rs) * direction
         rs = rs_new
     return z, iters
+
+
+class RefinedModel(nn.Module):
+    """A fusion model whose every output tile is passed through :func:`refine` with that tile's inputs.
+
+    This is ``fuse(..., refine=True)``: refinement runs inside the tiling engine, tile by tile, so
+    memory stays bounded by the tile and the tiles blend as usual. Autocast is off inside
+    :func:`refine` (float64 on CPU, float32 on GPU).
+
+    Args:
+        model: the fusion model (``model(lr, msi)`` with a ``.config``).
+        srf_matrix: (c, C) spectral responses of the MSI over the output bands, or None to estimate
+            them from each tile's pair.
+        psf: the PSF, or None to fit a Gaussian to each tile's pair.
+    """
+
+    def __init__(
+        self, model: nn.Module, *, srf_matrix: np.ndarray | None = None, psf: PSFArg | None = None
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.weight_entry = getattr(model, "weight_entry", None)
+        self.srf_matrix = srf_matrix
+        self.psf = psf
+
+    def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w), (B, c, r*h, r*w) -> refined (B, C, r*h, r*w) float32."""
+        fused = self.model(lr_hsi, hr_msi).float()
+        with torch.autocast(fused.device.type, enabled=False):
+            tiles = [
+                refine(
+                    x0.cpu().numpy(),
+                    lr.float().cpu().numpy(),
+                    msi.float().cpu().numpy(),
+                    ratio=self.config.ratio,
+                    srf_matrix=self.srf_matrix,
+                    psf=self.psf,
+                    device=fused.device,
+                )
+                for x0, lr, msi in zip(fused, lr_hsi, hr_msi, strict=True)
+            ]
+        return torch.from_numpy(np.stack(tiles)).to(fused.device)

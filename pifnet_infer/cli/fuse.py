@@ -112,6 +112,19 @@ def add_parser(subparsers: Any) -> None:
         help="compute precision",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    scene = parser.add_argument_group("scene adaptation (see the README: when to use what)")
+    scene.add_argument(
+        "--refine", action="store_true",
+        help="make every fused tile consistent with its LR-HSI and HR-MSI (pifnet_infer.adapt.refine)",
+    )  # fmt: skip
+    scene.add_argument(
+        "--adapt", action="store_true",
+        help="first fine-tune the model on this scene's own reduced-resolution pair (reads both rasters whole; "
+        "--weights is the starting point, 'none' trains from scratch), then fuse with it",
+    )  # fmt: skip
+    scene.add_argument(
+        "--adapt-seconds", type=float, default=60.0, metavar="S", help="time budget of --adapt (default: 60)"
+    )
     parser.set_defaults(func=run_fuse)
 
 
@@ -141,12 +154,38 @@ def run_fuse(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     with sigterm_as_interrupt():
+        model = _adapted(args) if args.adapt else args.weights
         out = fuse_geotiff(
-            args.hsi, args.msi, args.out, args.weights, hsi_bands=args.hsi_bands, msi_bands=args.msi_bands,
+            args.hsi, args.msi, args.out, model, hsi_bands=args.hsi_bands, msi_bands=args.msi_bands,
             ratio=args.ratio, align=args.align, tile_size=args.tile_size, overlap=args.overlap,
             batch_size=args.batch_size, device=args.device, dtype=args.dtype, scale=args.scale,
             offset=args.offset, nodata=args.nodata, out_dtype=args.out_dtype, cog=args.cog,
-            overwrite=args.overwrite, progress=not args.no_progress,
+            overwrite=args.overwrite, refine=args.refine, progress=not args.no_progress,
         )  # fmt: skip
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _adapted(args: argparse.Namespace) -> Any:
+    """The model of ``--adapt``: :func:`pifnet_infer.adapt.adapt` on the whole raster pair, within the budget."""
+    from pifnet_infer.adapt import adapt
+    from pifnet_infer.io.atomic import check_output_path
+    from pifnet_infer.io.rasters import read_scene_pair
+
+    check_output_path(args.out, overwrite=args.overwrite)  # refuse before minutes of training
+    pair = read_scene_pair(
+        args.hsi,
+        args.msi,
+        hsi_bands=args.hsi_bands,
+        msi_bands=args.msi_bands,
+        ratio=args.ratio,
+        align=args.align,
+    )
+    base = None if str(args.weights).lower() == "none" else args.weights
+    model = adapt(
+        pair.lr_hsi, pair.hr_msi, ratio=pair.ratio, base=base, hsi_wavelengths=pair.hsi_wavelengths_nm,
+        time_budget_s=args.adapt_seconds, device=args.device, progress=not args.no_progress,
+    )  # fmt: skip
+    history = model.history
+    print(f"adapted in {history.seconds:.0f} s: {history.steps} steps ({history.stop_reason}), base {base}")
+    return model

@@ -43,6 +43,7 @@ from pifnet_infer.prepare import (
     model_input_affine,
     resolve_model,
     resolve_tiling,
+    with_refinement,
 )
 from pifnet_infer.tiling.runner import auto_batch_size, run_tiles
 
@@ -226,6 +227,7 @@ def fuse_geotiff(
     out_dtype: str | None = None,
     cog: bool = False,
     overwrite: bool = False,
+    refine: bool = False,
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
 ) -> Path:
@@ -271,6 +273,7 @@ def fuse_geotiff(
         out_dtype: output data type, one of :data:`OUT_DTYPES`; None: float32. Integer types round and clip.
         cog: write a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver).
         overwrite: replace an existing ``out_path``.
+        refine: pass every fused tile through :func:`pifnet_infer.adapt.refine` (see :func:`pifnet_infer.fuse`).
         progress: show a progress bar over tiles.
         callback: ``callback(done, total)`` after every tile (raising in it aborts the run cleanly).
 
@@ -311,6 +314,8 @@ def fuse_geotiff(
             model, hsi_bands=hsi.count, msi_bands=msi.count, ratio=pair.ratio, device=device,
             wavelengths_nm=hsi.wavelengths_nm, fwhm_nm=hsi.fwhm_nm, hint=_BAND_HINT,
         )  # fmt: skip
+        if refine:
+            net = with_refinement(net)
         compute_dtype = resolve_dtype(dtype, compute)
         tile, lap = resolve_tiling(tile_size, overlap, pair.ratio, pair.hr_shape)
         model_ab = model_input_affine(net)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from pifnet_infer.errors import GridMismatchError, RasterReadError
 from pifnet_infer.io.grids import GridPair, RasterGrid, check_crs, crs_name, match_grids, subdivided_transform
@@ -130,3 +133,59 @@ def align_msi(
 
 def _window_text(w: Window) -> str:
     return f"rows {w.row_off}..{w.row_end}, cols {w.col_off}..{w.col_end}"
+
+
+@dataclass(frozen=True)
+class ScenePair:
+    """A whole LR-HSI / HR-MSI pair read into memory, in physical units (scale/offset applied, nodata NaN).
+
+    Attributes:
+        lr_hsi: float32 (C, h, w).
+        hr_msi: float32 (c, r*h, r*w), the MSI window over the HSI's extent.
+        ratio: r.
+        hsi_wavelengths_nm: the HSI bands' centres, or None when the file does not say.
+    """
+
+    lr_hsi: np.ndarray
+    hr_msi: np.ndarray
+    ratio: int
+    hsi_wavelengths_nm: tuple[float, ...] | None
+
+
+def read_scene_pair(
+    hsi_path: str | os.PathLike[str],
+    msi_path: str | os.PathLike[str],
+    *,
+    hsi_bands: Sequence[int] | str | None = None,
+    msi_bands: Sequence[int] | str | None = None,
+    ratio: int | None = None,
+    align: Align = "error",
+) -> ScenePair:
+    """Read a raster pair whole, on matched grids (what scene adaptation trains on; not for huge scenes).
+
+    Grids are checked and matched exactly as :func:`~pifnet_infer.fuse_geotiff` does (same errors).
+    """
+    from rasterio.windows import Window as RioWindow
+
+    from pifnet_infer.io.bands import read_band_info
+
+    def physical(dataset: Any, info: Any, window: Any) -> np.ndarray:
+        data = dataset.read(list(info.indexes), window=window).astype(np.float32)
+        if info.nodata is not None:
+            data[data == np.float32(info.nodata)] = np.nan
+        scale = np.asarray(info.scales, dtype=np.float32)[:, None, None]
+        return data * scale + np.asarray(info.offsets, dtype=np.float32)[:, None, None]
+
+    with contextlib.ExitStack() as stack:
+        hsi_ds = stack.enter_context(open_raster(hsi_path, "HSI"))
+        msi_ds = stack.enter_context(open_raster(msi_path, "MSI"))
+        pair, msi_read, _ = align_msi(hsi_ds, msi_ds, ratio, align, stack)
+        hsi = read_band_info(hsi_ds, hsi_bands, name="hsi_bands")
+        msi = read_band_info(msi_read, msi_bands, name="msi_bands")
+        w = pair.msi_window
+        return ScenePair(
+            physical(hsi_ds, hsi, None),
+            physical(msi_read, msi, RioWindow(w.col_off, w.row_off, w.width, w.height)),
+            pair.ratio,
+            hsi.wavelengths_nm,
+        )
