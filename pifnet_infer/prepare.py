@@ -130,6 +130,34 @@ def resolve_model(
     return net, compute
 
 
+def fitting_weights(
+    hsi_bands: int,
+    msi_bands: int,
+    ratio: int | None,
+    wavelengths_nm: Sequence[float] | None = None,
+    fwhm_nm: Sequence[float] | None = None,
+) -> tuple[list[WeightEntry], bool]:
+    """(manifest weights that fit, whether they need band resampling).
+
+    Weights on exactly the HSI's band count (and grid, when ``wavelengths_nm`` is given) come first;
+    when there are none and the wavelengths are known, the weights whose band grid covers them
+    (fused through :class:`~pifnet_infer.spectral.ResampledModel`).
+    """
+    from pifnet_infer import weights
+
+    fitting = weights.weights_for(
+        hsi_bands=hsi_bands, msi_bands=msi_bands, ratio=ratio, wavelengths_nm=wavelengths_nm
+    )
+    if fitting or wavelengths_nm is None:
+        return fitting, False
+    covering = [
+        e
+        for e in weights.weights_for(msi_bands=msi_bands, ratio=ratio)
+        if e.hsi_wavelengths_nm is not None and _covers(e, wavelengths_nm, fwhm_nm)
+    ]
+    return covering, bool(covering)
+
+
 def _auto_weight(
     hsi_bands: int,
     msi_bands: int,
@@ -141,28 +169,14 @@ def _auto_weight(
     """The one manifest weight for ``model="auto"``: on the HSI's exact grid, else covering it."""
     from pifnet_infer import weights
 
-    fitting = weights.weights_for(
-        hsi_bands=hsi_bands, msi_bands=msi_bands, ratio=ratio, wavelengths_nm=wavelengths_nm
-    )
-    if not fitting and wavelengths_nm is not None:
-        fitting = [
-            e
-            for e in weights.weights_for(msi_bands=msi_bands, ratio=ratio)
-            if e.hsi_wavelengths_nm is not None and _covers(e, wavelengths_nm, fwhm_nm)
-        ]
+    fitting, _ = fitting_weights(hsi_bands, msi_bands, ratio, wavelengths_nm, fwhm_nm)
     if len(fitting) == 1:
         return fitting[0]
     every = [weights.get_weight(n) for n in weights.list_weights()]
     listing = (
-        f"candidates: {describe_entries(fitting)}"
-        if fitting
-        else f"manifest entries: {describe_entries(every)}"
+        f"candidates: {describe_entries(fitting)}" if fitting else f"manifest entries: {describe_entries(every)}"
     )
-    grid = (
-        ""
-        if wavelengths_nm is None
-        else f" (or a grid covering {min(wavelengths_nm):.0f}-{max(wavelengths_nm):.0f} nm)"
-    )
+    grid = "" if wavelengths_nm is None else f" (or a grid covering {min(wavelengths_nm):.0f}-{max(wavelengths_nm):.0f} nm)"
     raise ValueError(
         f"model='auto' needs exactly one manifest weight for hsi_bands={hsi_bands}{grid}, msi_bands={msi_bands}, "
         f"ratio={ratio}; {listing}; pass model=NAME, a .safetensors path or a loaded PIFNet"

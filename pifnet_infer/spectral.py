@@ -453,7 +453,10 @@ def detail_to_user_grid(
         fused_model: (..., C_model, r*h, r*w) output of the model fed ``to_model_grid(lr_user)``.
         lr_user: (..., C_user, h, w) the user's LR-HSI.
         ratio: r.
-        user_wavelengths_nm, user_fwhm_nm, model_wavelengths_nm, model_fwhm_nm: as in :func:`plan_resampling`.
+        user_wavelengths_nm: as in :func:`plan_resampling`.
+        user_fwhm_nm: as in :func:`plan_resampling`.
+        model_wavelengths_nm: as in :func:`plan_resampling`.
+        model_fwhm_nm: as in :func:`plan_resampling`.
 
     Returns:
         (..., C_user, r*h, r*w); ``fused_model`` itself when the grids are the same.

@@ -55,12 +55,10 @@ def describe_raster(label: str, path: str, dataset: Any) -> list[str]:
 
 
 def _fitting_weights(hsi_bands: int, msi_bands: int, ratio: int | None, wavelengths: Any) -> str:
-    from pifnet_infer import weights
+    from pifnet_infer.prepare import fitting_weights
 
     try:
-        fitting = weights.weights_for(
-            hsi_bands=hsi_bands, msi_bands=msi_bands, ratio=ratio, wavelengths_nm=wavelengths
-        )
+        fitting, resampled = fitting_weights(hsi_bands, msi_bands, ratio, wavelengths)
     except Exception as err:
         return f"unknown ({type(err).__name__}: {err})"
     if not fitting:
@@ -68,7 +66,8 @@ def _fitting_weights(hsi_bands: int, msi_bands: int, ratio: int | None, waveleng
             f"none for {hsi_bands} HSI bands, {msi_bands} MSI bands, ratio {ratio or 'unknown'} "
             "(select bands with --hsi-bands/--msi-bands, or pass --weights PATH)"
         )
-    return ", ".join(e.name for e in fitting)
+    names = ", ".join(e.name for e in fitting)
+    return f"{names} (through band resampling: the HSI bands differ from the weight's grid)" if resampled else names
 
 
 def run_info(args: argparse.Namespace) -> int:
