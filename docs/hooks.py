@@ -2,7 +2,8 @@
 
 - ``<!-- weights-table -->``: the weights table, from weights_manifest.json (``docs/gen_weights_table.py``);
 - ``<!-- cli-help -->``: ``pifnet-infer COMMAND --help`` of every subcommand, from the parser itself;
-- ``<!-- changelog -->``: the repository's CHANGELOG.md.
+- ``<!-- changelog -->``: the repository's CHANGELOG.md;
+- ``<!-- benchmarks -->``: the repository's BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
         markdown = markdown.replace("<!-- weights-table -->", _weights_table())
     if "<!-- cli-help -->" in markdown:
         markdown = markdown.replace("<!-- cli-help -->", _cli_help())
-    if "<!-- changelog -->" in markdown:
-        markdown = markdown.replace("<!-- changelog -->", (DOCS.parent / "CHANGELOG.md").read_text())
+    for marker, file in (("<!-- changelog -->", "CHANGELOG.md"), ("<!-- benchmarks -->", "BENCHMARKS.md")):
+        if marker in markdown:
+            markdown = markdown.replace(marker, (DOCS.parent / file).read_text())
     return markdown

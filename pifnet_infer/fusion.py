@@ -65,7 +65,7 @@ class _Prepared:
     tensor_device: torch.device | None
 
 
-def _pair(value: ScaleArg, default: float, name: str) -> tuple[float, float]:
+def scale_pair(value: ScaleArg, default: float, name: str) -> tuple[float, float]:
     """``scale``/``offset`` as (HSI, MSI) floats."""
     if value is None:
         return default, default
@@ -300,7 +300,7 @@ def fuse(
     tile, lap = resolve_tiling(tile_size, overlap, prep.ratio, (h * prep.ratio, w * prep.ratio))
     check_batch_size(batch_size)
     buffer, result = _output(out, prep, layout)
-    (s_hsi, s_msi), (o_hsi, o_msi) = _pair(scale, 1.0, "scale"), _pair(offset, 0.0, "offset")
+    (s_hsi, s_msi), (o_hsi, o_msi) = scale_pair(scale, 1.0, "scale"), scale_pair(offset, 0.0, "offset")
     if 0.0 in (s_hsi, s_msi):
         raise ValueError(f"scale must be non-zero, got {scale!r}")
     lr, msi = _to_numpy(prep.lr), _to_numpy(prep.msi)

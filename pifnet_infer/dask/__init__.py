@@ -8,7 +8,7 @@
 
 Dask is one more Source/Sink of the same tiling engine; see ``docs/dask.md`` and ``docs/scaling.md``.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations

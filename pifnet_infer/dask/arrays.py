@@ -9,7 +9,7 @@ inputs, blend weights and the order in which tiles add up are those of ``fuse()`
 equal it (exactly on CPU with batch 1; within the model's batch noise otherwise), whatever the
 chunking.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pifnet_infer.dask import geo
 from pifnet_infer.dask.blocks import AxisTiles, axis_tiles, chunk_bounds
 from pifnet_infer.dask.workers import model_key, model_token, worker_batch_size, worker_model
 from pifnet_infer.errors import ShapeMismatchError
-from pifnet_infer.fusion import ScaleArg, _pair
+from pifnet_infer.fusion import ScaleArg, scale_pair
 from pifnet_infer.prepare import ModelArg, check_batch_size, model_input_affine, resolve_model, resolve_tiling
 from pifnet_infer.tiling.array_io import ArrayInput, ArraySink, ArraySource, array_postprocess
 from pifnet_infer.tiling.runner import run_tiles
@@ -51,7 +51,8 @@ class BlockPlan:
         lr_shape: (h, w) of the LR scene.
         ratio: LR -> HR factor.
         tile_size, overlap: resolved HR tiling.
-        depth: LR halo ``map_overlap`` adds on each side (one tile).
+        depth: LR halo ``map_overlap`` adds on each side along rows and columns (one tile; 0 for an
+            axis in one chunk).
         row_bounds, col_bounds: LR chunk boundaries of the output's blocks.
         lr_affine, msi_affine: (scale, offset) from stored values to the model's input.
         nodata: stored value of missing pixels (NaN always counts as missing).
@@ -67,7 +68,7 @@ class BlockPlan:
     ratio: int
     tile_size: int
     overlap: int
-    depth: int
+    depth: tuple[int, int]
     row_bounds: tuple[int, ...]
     col_bounds: tuple[int, ...]
     lr_affine: tuple[float, float]
@@ -124,12 +125,17 @@ def fuse_block(
     net = worker_model(model, plan.token, device)
     dtype = resolve_dtype(plan.dtype, device)
     regions = []
-    for axis, bounds, index, got in zip(
-        plan.axes(), (plan.row_bounds, plan.col_bounds), block_id[1:], lr_block.shape[1:], strict=True
+    for axis, bounds, depth, index, got in zip(
+        plan.axes(),
+        (plan.row_bounds, plan.col_bounds),
+        plan.depth,
+        block_id[1:],
+        lr_block.shape[1:],
+        strict=True,
     ):
         start, stop = bounds[index], bounds[index + 1]
-        halo0 = max(0, start - plan.depth)
-        if got != min(axis.size, stop + plan.depth) - halo0:
+        halo0 = max(0, start - depth)
+        if got != min(axis.size, stop + depth) - halo0:
             raise RuntimeError(f"internal error: block {block_id} arrived with {got} LR pixels along an axis")
         v0, v1 = axis.region(start, stop)
         regions.append((start, stop, v0 - halo0, v1 - halo0, v0))
@@ -229,11 +235,17 @@ def _scan(arrays: list[tuple[Any, str]], nodata: float | None) -> list[_Scan]:
 
 
 def _spatial_chunks(lr: Any, depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """LR row/column chunks of the output: the LR-HSI's, with chunks shorter than the halo merged (map_overlap needs it)."""
+    """LR row/column chunks of the output: the LR-HSI's, with chunks shorter than the halo merged (map_overlap
+    needs it); an axis shorter than the halo becomes one chunk."""
     from dask.array.overlap import ensure_minimum_chunksize
 
     return tuple(
-        chunks if len(chunks) == 1 else ensure_minimum_chunksize(depth, chunks) for chunks in lr.chunks[1:]
+        chunks
+        if len(chunks) == 1
+        else (sum(chunks),)
+        if sum(chunks) <= depth
+        else ensure_minimum_chunksize(depth, chunks)
+        for chunks in lr.chunks[1:]
     )  # type: ignore[return-value]
 
 
@@ -264,6 +276,9 @@ def fuse_dask(
     graph once; each worker unpickles it once and moves it to its own device once
     (:mod:`pifnet_infer.dask.workers`).
 
+    On a GPU worker that runs out of memory, the engine halves the batch and then the tile size for that
+    block (logged), which changes that block's tiling: size ``batch_size``/``tile_size`` to the GPUs.
+
     Memory per task: the block with a one-tile halo on each side, the model, a float32 output buffer
     for the block's tile region ((C + 1) x region pixels x 4 bytes) and ``batch_size`` tiles of activations.
 
@@ -289,7 +304,8 @@ def fuse_dask(
     Returns:
         A lazy float32 (C, r*h, r*w) dask array, or for DataArray inputs a DataArray with dims
         ``("band", "y", "x")``, the HSI's band and scalar coordinates and attributes, ``y``/``x`` at HR
-        pixel centres, and (with rioxarray) the HSI's CRS and its transform scaled by 1/r.
+        pixel centres, and (with rioxarray) the HSI's CRS, its transform scaled by 1/r and the output's
+        nodata (``nodata``, NaN when None).
 
     Raises:
         TypeError: inputs that are not dask arrays or dask-backed DataArrays, or of different kinds.
@@ -302,7 +318,7 @@ def fuse_dask(
         >>> msi = rioxarray.open_rasterio("msi.tif", chunks={"y": 2048, "x": 2048})  # doctest: +SKIP
         >>> fuse_dask(hsi, msi, model="pifnet-vnir-rgb-x4").to_zarr("fused.zarr")  # doctest: +SKIP
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     da = require("dask.array", extra="dask")
     lr, lr_xr = _as_dask(lr_hsi, "lr_hsi")
@@ -325,13 +341,13 @@ def fuse_dask(
     )  # fmt: skip
     h, w = lr.shape[1:]
     tile, lap = resolve_tiling(tile_size, overlap, ratio, (h * ratio, w * ratio))
-    (s_hsi, s_msi), (o_hsi, o_msi) = _pair(scale, 1.0, "scale"), _pair(offset, 0.0, "offset")
+    (s_hsi, s_msi), (o_hsi, o_msi) = scale_pair(scale, 1.0, "scale"), scale_pair(offset, 0.0, "offset")
     if 0.0 in (s_hsi, s_msi):
         raise ValueError(f"scale must be non-zero, got {scale!r}")
     lr_scan, msi_scan = _scan([(lr, "lr_hsi"), (msi, "hr_msi")], nodata)
 
-    depth = tile // ratio
-    rows, cols = _spatial_chunks(lr, depth)
+    rows, cols = _spatial_chunks(lr, tile // ratio)
+    depth = (0 if len(rows) == 1 else tile // ratio, 0 if len(cols) == 1 else tile // ratio)
     lr = lr.rechunk(((hsi_bands,), rows, cols))
     msi = msi.rechunk(((msi_bands,), tuple(r * ratio for r in rows), tuple(c * ratio for c in cols)))
     token = model_token(net)
@@ -345,7 +361,7 @@ def fuse_dask(
                  h, w, len(rows), len(cols), tile, lap, token[:12])  # fmt: skip
     out = da.map_overlap(
         fuse_block, lr, msi,
-        depth=[{0: 0, 1: depth, 2: depth}, {0: 0, 1: depth * ratio, 2: depth * ratio}],
+        depth=[{0: 0, 1: depth[0], 2: depth[1]}, {0: 0, 1: depth[0] * ratio, 2: depth[1] * ratio}],
         boundary="none", trim=False, align_arrays=False, allow_rechunk=False,
         chunks=((hsi_bands,), tuple(r * ratio for r in rows), tuple(c * ratio for c in cols)),
         dtype=np.float32, meta=np.empty((0, 0, 0), dtype=np.float32),
@@ -353,4 +369,4 @@ def fuse_dask(
     )  # fmt: skip
     if lr_xr is None:
         return out
-    return geo.hr_dataarray(out, lr_xr, ratio, coords, crs)
+    return geo.hr_dataarray(out, lr_xr, ratio, coords, crs, nodata)

@@ -8,7 +8,7 @@ rows and columns; the LR region they cover (the block's *tile region*) is a sub-
 were a scene: every pixel of the block then receives the same tiles with the same weights as in
 ``fuse()``. Tiles of the region that do not touch the block only fill the halo, which is dropped.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -112,10 +112,10 @@ def tile_overhead(
         (tiles computed over all blocks) / (tiles of the scene's grid).
 
     Example:
-        >>> tile_overhead((256, 256), ((64,) * 4, (64,) * 4), ratio=4, tile_size=128, overlap=32)
-        2.25
+        >>> round(tile_overhead((256, 256), ((64,) * 4, (64,) * 4), ratio=4, tile_size=128, overlap=32), 2)
+        1.62
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     blend: BlendMode = "cosine" if overlap else "none"
     per_axis = []

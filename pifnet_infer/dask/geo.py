@@ -5,7 +5,7 @@ ratio ``r``, the HR centres are spaced ``d / r`` and the first one sits ``(r - 1
 before the first LR centre, so both grids share their outer edges. The CRS and the transform are
 written with rioxarray when it is installed; without it, coordinates and attributes are still kept.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -109,8 +109,14 @@ def check_crs(lr_hsi: Any, hr_msi: Any) -> Any:
     return crs
 
 
-def hr_dataarray(data: Any, lr_hsi: Any, ratio: int, coords: dict[str, np.ndarray], crs: Any) -> Any:
-    """Wrap the HR result ``data`` (band, y, x) like ``lr_hsi``: band coordinates, scalar coordinates, attrs, CRS."""
+def hr_dataarray(
+    data: Any, lr_hsi: Any, ratio: int, coords: dict[str, np.ndarray], crs: Any, nodata: float | None
+) -> Any:
+    """Wrap the HR result ``data`` (band, y, x) like ``lr_hsi``: band coordinates, scalar coordinates, attrs, CRS.
+
+    The input's ``_FillValue`` attribute is replaced by the value the output holds at missing pixels
+    (``nodata``, NaN when None), written with rioxarray when it is installed.
+    """
     import xarray as xr
 
     kept = {}
@@ -122,10 +128,14 @@ def hr_dataarray(data: Any, lr_hsi: Any, ratio: int, coords: dict[str, np.ndarra
                 )
             continue
         kept[key] = coord
-    out = xr.DataArray(data, dims=DIMS, coords={**kept, **coords}, attrs=dict(lr_hsi.attrs), name=lr_hsi.name)
+    attrs = {k: v for k, v in lr_hsi.attrs.items() if k != "_FillValue"}
+    out = xr.DataArray(data, dims=DIMS, coords={**kept, **coords}, attrs=attrs, name=lr_hsi.name)
+    if try_import("rioxarray") is None:
+        return out
+    out = out.rio.write_nodata(np.nan if nodata is None else nodata, encoded=False)
     if crs is not None:
         from affine import Affine
 
         out = out.rio.write_crs(crs)
-        out = out.rio.write_transform(lr_hsi.rio.transform() * Affine.scale(1 / ratio))
+        out = out.rio.write_transform(lr_hsi.rio.transform() @ Affine.scale(1 / ratio))
     return out

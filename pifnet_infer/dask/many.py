@@ -8,7 +8,7 @@ a task whose worker dies is rescheduled by Dask on another worker; a task that f
 already complete (its earlier attempt finished just before its worker died) reports it done
 without writing again, so each output is written once.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def verify_output(
     HSI's; ``PIFNET_MODEL`` names ``model`` when it is a manifest name or a path (not ``"auto"`` nor a
     module); and its last pixel decodes (a truncated file fails there).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     import rasterio
     from rasterio.windows import Window
@@ -277,7 +277,7 @@ def fuse_many(
         ValueError: malformed pairs, two pairs writing one output, no Dask client, negative retries.
         FileNotFoundError: ``out_dir`` does not exist.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     distributed = require("distributed", extra="dask")
     _check_options(options)
@@ -287,6 +287,8 @@ def fuse_many(
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder {str(folder)!r} does not exist; create it first")
     jobs = _jobs(pairs, folder, suffix)
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_file():
+        model = str(Path(model).absolute())  # workers may start elsewhere
     if client is None:
         try:
             client = distributed.get_client()

@@ -9,7 +9,7 @@ and caches it in the process (keyed by the model's token and the device); ``devi
 resolves on each worker, so a GPU worker uses its own GPU (one GPU per worker process, as
 ``dask-cuda`` sets ``CUDA_VISIBLE_DEVICES``).
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -17,18 +17,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import os
 import threading
+import warnings
 from collections import OrderedDict
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from pifnet_infer.errors import PifnetPerformanceWarning
 from pifnet_infer.tiling.protocols import Source
 from pifnet_infer.tiling.runner import auto_batch_size
 
 _logger = logging.getLogger(__name__)
 
+#: glibc trims freed memory back to the OS above this many bytes when ``MALLOC_TRIM_THRESHOLD_`` is set;
+#: distributed sets 65536 in its workers, which made torch CPU inference 2-3x slower (benchmarks/bench_dask.py)
+SLOW_TRIM_BELOW = 1 << 24
 #: models kept per worker process (distinct model tokens x devices); the oldest is dropped beyond it
 MAX_CACHED_MODELS = 4
 
@@ -39,23 +45,19 @@ _LOADS: dict[tuple[str, str], int] = {}
 
 
 def model_token(net: nn.Module) -> str:
-    """A hex digest of the model's class, config and every parameter and buffer (identifies it in caches)."""
-    digest = hashlib.sha256(type(net).__qualname__.encode())
-    digest.update(repr(getattr(net, "config", None)).encode())
-    for name, tensor in net.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:32]
+    """A hex digest of the pickled CPU copy of the model (its class, every attribute and tensor): the cache key."""
+    import cloudpickle  # a dependency of dask
+
+    return hashlib.sha256(cloudpickle.dumps(cpu_copy(net))).hexdigest()[:32]
 
 
 def cpu_copy(net: nn.Module) -> nn.Module:
-    """The model itself when all of it is on the CPU, else a CPU copy (what travels to the workers)."""
+    """What travels to the workers: the model itself when it is on the CPU in ``eval()`` mode, else a CPU copy
+    in ``eval()`` mode (the caller's model is never modified)."""
     tensors = [*net.parameters(), *net.buffers()]
-    if all(t.device.type == "cpu" for t in tensors):
+    if not net.training and all(t.device.type == "cpu" for t in tensors):
         return net
-    return copy.deepcopy(net).to("cpu")
+    return copy.deepcopy(net).to("cpu").eval()
 
 
 def model_key(net: nn.Module, token: str) -> Any:
@@ -65,8 +67,23 @@ def model_key(net: nn.Module, token: str) -> Any:
     return dask.delayed(cpu_copy(net), name=f"pifnet-model-{token}", pure=True)
 
 
+def _warn_if_trimming(device: torch.device) -> None:
+    """Warn (once per process, at the first placement) when the worker's malloc setting slows CPU inference."""
+    value = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+    if device.type == "cpu" and value.isdigit() and int(value) < SLOW_TRIM_BELOW:
+        warnings.warn(
+            f"this Dask worker runs with MALLOC_TRIM_THRESHOLD_={value} (distributed's default), which made CPU "
+            "inference 2-3x slower in our benchmark; start workers with "
+            "dask.config.set({'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_': None}) "
+            "(see docs/dask.md)",
+            PifnetPerformanceWarning,
+            stacklevel=3,
+        )
+
+
 def worker_model(net: nn.Module, token: str, device: torch.device) -> nn.Module:
-    """The model on ``device`` in ``eval()`` mode, moved there once per process (cached by token and device).
+    """The shipped model (from :func:`cpu_copy`) on ``device``, moved there once per process (cached by token
+    and device).
 
     On the CPU the shipped object itself is used; on another device a copy is moved there, so the
     object in the worker's memory (or the caller's, with the threaded scheduler) is never modified.
@@ -77,13 +94,15 @@ def worker_model(net: nn.Module, token: str, device: torch.device) -> nn.Module:
         if cached is not None:
             _MODELS.move_to_end(key)
             return cached
+        first = not _MODELS
         placed = net if device.type == "cpu" else copy.deepcopy(net).to(device)
-        placed.eval()
         _MODELS[key] = placed
         _LOADS[key] = _LOADS.get(key, 0) + 1
         while len(_MODELS) > MAX_CACHED_MODELS:
             _MODELS.popitem(last=False)
     _logger.info("model %s placed on %s in this worker", token[:12], device)
+    if first:
+        _warn_if_trimming(device)
     return placed
 
 

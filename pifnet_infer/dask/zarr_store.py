@@ -4,7 +4,7 @@ The store is written into a private temporary folder beside the target (same fil
 renamed to the target when every block is written; a failed or interrupted run leaves no store
 at the target (the temporary folder is removed, except after a hard kill of the client).
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -25,6 +25,16 @@ _logger = logging.getLogger(__name__)
 
 #: variable name of the result in the store when the output DataArray has no name
 VARIABLE = "hr_hsi"
+
+
+def _uniform(result: Any) -> Any:
+    """``result`` rechunked to Zarr's rule (equal chunks, the last may be smaller) when its blocks break it."""
+    rows, cols = result.chunks[1:]
+    if all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in (rows, cols)):
+        return result
+    size = {"y": rows[0], "x": cols[0]}
+    _logger.info("fuse_to_zarr: blocks rechunked to %dx%d for Zarr", rows[0], cols[0])
+    return result.chunk(size) if is_dataarray(result) else result.rechunk((result.shape[0], rows[0], cols[0]))
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
@@ -64,12 +74,12 @@ def fuse_to_zarr(
         FileExistsError: the store exists and ``overwrite`` is False.
         FileNotFoundError: the output's folder does not exist.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     require("zarr", extra="dask")
     out = Path(out_path).expanduser().absolute()
     _check_target(out, overwrite)
-    result = fuse_dask(lr_hsi, hr_msi, model, **options)
+    result = _uniform(fuse_dask(lr_hsi, hr_msi, model, **options))
     folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".pifnet-tmp", dir=out.parent))
     try:
         store = folder / out.name

@@ -177,11 +177,12 @@ class _Engine:
         dtype: torch.dtype,
         progress: bool,
         callback: ProgressCallback | None,
+        total: int,
     ) -> None:
         self.model, self.source, self.sink = model, source, sink
         self.blend, self.batch_size, self.device, self.dtype = blend, batch_size, device, dtype
         self.callback = callback
-        self.bar = progress_bar(0, enabled=progress, desc="fuse", unit="tile")
+        self.bar = progress_bar(total, enabled=progress, desc="fuse", unit="tile")
         self.done = 0
         self.backoffs = 0
 
@@ -199,8 +200,9 @@ class _Engine:
         weights = self._device_weights(grid, windows)
         left_in_row = [grid.n_cols] * grid.n_rows
         total = self.done + len(grid)
-        self.bar.total = total
-        self.bar.refresh()
+        if self.bar.total != total:  # after an out-of-memory backoff to smaller tiles
+            self.bar.total = total
+            self.bar.refresh()
 
         def deliver(result: tuple[torch.Tensor, torch.cuda.Event | None, list[Tile]]) -> None:
             host, event, tiles = result
@@ -381,6 +383,7 @@ def run_tiles(
         dtype=dtype,
         progress=progress,
         callback=callback,
+        total=len(TileGrid(source.lr_shape, source.ratio, tile_size, overlap)),
     )
     h, w = source.lr_shape
     step = 2 * source.ratio
