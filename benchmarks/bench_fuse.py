@@ -28,15 +28,14 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _memory import peak_rss  # benchmarks/ is on sys.path when run as a script
 from safetensors.torch import load_file, save_file
 
 from pifnet_infer import PIFNet, PIFNetConfig, load_sample
@@ -59,32 +58,6 @@ def simulated_scene(size: int, bands: int, sample: str = "aviris_gatorsense_vi")
         srf[i, group] = 1.0 / len(group)
     lr, msi = simulate_pair(reference, RATIO, srf=srf, psf="official")
     return reference, lr, msi
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@contextmanager
-def peak_rss(interval: float = 0.005) -> Iterator[dict[str, int]]:
-    """Sample this process's RSS in a thread; yields a dict filled with ``peak`` and ``baseline`` bytes."""
-    result = {"baseline": _rss_bytes(), "peak": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            result["peak"] = max(result["peak"], _rss_bytes())
-            stop.wait(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        stop.set()
-        thread.join()
-        result["peak"] = max(result["peak"], _rss_bytes())
 
 
 def measure(run: Callable[[], Any], device: torch.device) -> tuple[np.ndarray, dict[str, float]]:

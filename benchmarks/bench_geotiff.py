@@ -26,16 +26,14 @@ import json
 import os
 import platform
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
 import torch
+from _memory import peak_rss  # benchmarks/ is on sys.path when run as a script
 from affine import Affine
 
 from pifnet_infer import PIFNet, PIFNetConfig, fuse, fuse_geotiff, load_sample
@@ -64,32 +62,6 @@ def write_geotiff(path: Path, data: np.ndarray, transform: Affine) -> Path:
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return path
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@contextmanager
-def peak_rss(interval: float = 0.005) -> Iterator[dict[str, int]]:
-    """Sample this process's RSS in a thread; yields a dict filled with ``baseline`` and ``peak`` bytes."""
-    result = {"baseline": _rss_bytes(), "peak": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            result["peak"] = max(result["peak"], _rss_bytes())
-            stop.wait(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        stop.set()
-        thread.join()
-        result["peak"] = max(result["peak"], _rss_bytes())
 
 
 class Cheap(torch.nn.Module):

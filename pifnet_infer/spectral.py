@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pifnet_infer.errors import ShapeMismatchError
-from pifnet_infer.srf import SpectralCoverageError
+from pifnet_infer.srf import SpectralCoverageError, check_band_grid
 
 __all__ = [
     "ResampledModel",
@@ -96,23 +96,8 @@ SAME_GRID_ATOL_NM = 1e-3
 
 def _bands(wavelengths_nm: Floats, fwhm_nm: Floats | None, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Validated float64 centres and FWHM (estimated when ``fwhm_nm`` is None)."""
-    wl = np.asarray(wavelengths_nm, dtype=np.float64)
-    if wl.ndim != 1 or wl.size == 0 or not np.all(np.isfinite(wl)) or np.any(wl <= 0):
-        raise ValueError(
-            f"{name} wavelengths must be a non-empty 1-D array of positive finite nm, got {wl!r}"
-        )
-    if wl.max() < 100:
-        raise ValueError(
-            f"{name} wavelengths look like micrometres (max {wl.max()!r}); pass nanometres (multiply by 1000)"
-        )
-    if fwhm_nm is None:
-        return wl, estimate_fwhm(wl)
-    fwhm = np.asarray(fwhm_nm, dtype=np.float64)
-    if fwhm.shape != wl.shape or not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
-        raise ValueError(
-            f"{name} FWHM must be positive, finite and of shape {wl.shape} (one per band), got {fwhm!r}"
-        )
-    return wl, fwhm
+    wl, fwhm = check_band_grid(wavelengths_nm, fwhm_nm, name)
+    return wl, estimate_fwhm(wl) if fwhm is None else fwhm
 
 
 def estimate_fwhm(wavelengths_nm: Floats) -> np.ndarray:

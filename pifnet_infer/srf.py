@@ -118,7 +118,7 @@ class SpectralResponse:
         The HSI range is [min centre, max centre] widened by half the FWHM of the extreme bands
         (or by half the median band spacing when the FWHM is unknown).
         """
-        wl, fwhm = _check_hsi_bands(wavelengths_nm, fwhm_nm)
+        wl, fwhm = check_band_grid(wavelengths_nm, fwhm_nm)
         lo, hi = _hsi_range(wl, fwhm)
         cum = _cumulative_integral(self.responses, self.wavelengths_nm)
         inside = np.array(
@@ -130,7 +130,7 @@ class SpectralResponse:
         self, wavelengths_nm: np.ndarray, fwhm_nm: np.ndarray | None = None, *, min_coverage: float = 0.9
     ) -> np.ndarray:
         """Spectral response matrix R for the given HSI bands (see :func:`srf_matrix`)."""
-        wl, fwhm = _check_hsi_bands(wavelengths_nm, fwhm_nm)
+        wl, fwhm = check_band_grid(wavelengths_nm, fwhm_nm)
         cov = self.coverage(wl, fwhm)
         bad = [
             f"{b!r} ({100 * f:.1f}%)" for b, f in zip(self.band_names, cov, strict=True) if f < min_coverage
@@ -280,23 +280,33 @@ def _cumulative_integral(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros((y.shape[0], 1)), np.cumsum(steps, axis=1)], axis=1)
 
 
-def _check_hsi_bands(
-    wavelengths_nm: np.ndarray, fwhm_nm: np.ndarray | None
+def check_band_grid(
+    wavelengths_nm: Sequence[float] | np.ndarray,
+    fwhm_nm: Sequence[float] | np.ndarray | None,
+    name: str = "HSI",
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validated float64 band centres (nm) and FWHM (None stays None).
+
+    Raises:
+        ValueError: not a non-empty 1-D array of positive finite nm (micrometres are named as such),
+            or FWHM not positive, finite and one per band.
+    """
     wl = np.asarray(wavelengths_nm, dtype=np.float64)
     if wl.ndim != 1 or wl.size == 0 or not np.all(np.isfinite(wl)) or np.any(wl <= 0):
         raise ValueError(
-            f"wavelengths_nm must be a non-empty 1-D array of positive finite values, got {wl!r}"
+            f"{name} wavelengths must be a non-empty 1-D array of positive finite nm, got {wl!r}"
         )
     if wl.max() < 100:
         raise ValueError(
-            f"wavelengths_nm look like micrometres (max {wl.max()!r}); pass nanometres (multiply by 1000)"
+            f"{name} wavelengths look like micrometres (max {wl.max()!r}); pass nanometres (multiply by 1000)"
         )
     if fwhm_nm is None:
         return wl, None
     fwhm = np.asarray(fwhm_nm, dtype=np.float64)
     if fwhm.shape != wl.shape or not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
-        raise ValueError(f"fwhm_nm must be positive, finite and of shape {wl.shape}, got {fwhm!r}")
+        raise ValueError(
+            f"{name} FWHM must be positive, finite and of shape {wl.shape} (one per band), got {fwhm!r}"
+        )
     return wl, fwhm
 
 
