@@ -128,3 +128,32 @@ def _reference(wl: np.ndarray) -> np.ndarray:
     sample = load_sample("aviris_gatorsense_vi")
     keep = np.isin(np.asarray(sample.wavelengths_nm), wl)
     return sample.cube[keep][:, 40:88, 40:88]
+
+
+def test_geotiff_tags_say_the_bands_were_resampled_and_refined(scene, model, tmp_path) -> None:
+    import rasterio
+    from affine import Affine
+
+    from pifnet_infer.io.geotiff import fuse_geotiff
+
+    lr, msi, wl = scene
+    paths = {}
+    for name, data, pixel in (("hsi", lr, 4.0), ("msi", msi, 1.0)):
+        paths[name] = tmp_path / f"{name}.tif"
+        profile = {"driver": "GTiff", "count": data.shape[0], "height": data.shape[1], "width": data.shape[2]}
+        profile |= {
+            "dtype": "float32",
+            "crs": "EPSG:32617",
+            "transform": Affine(pixel, 0, 500_000, 0, -pixel, 3_280_000),
+        }
+        with rasterio.open(paths[name], "w", **profile) as dst:
+            dst.write(data.astype(np.float32))
+            for band in range(data.shape[0]) if name == "hsi" else ():
+                dst.update_tags(band + 1, wavelength=f"{wl[band]}", wavelength_units="nm")
+    out = fuse_geotiff(paths["hsi"], paths["msi"], tmp_path / "out.tif", model, refine=True, progress=False)
+    with rasterio.open(out) as dst:
+        tags = dst.tags()
+    assert tags["PIFNET_BAND_GRID"].startswith(
+        f"resampled: {lr.shape[0]} HSI bands fused on the model's 61-band"
+    )
+    assert tags["PIFNET_REFINE"].startswith("tile-wise")

@@ -117,7 +117,7 @@ def test_uncovered_band_is_refused() -> None:
 def test_bad_wavelengths() -> None:
     with pytest.raises(ValueError, match="micrometres"):
         srf_matrix("sentinel2a-10m", np.linspace(0.4, 1.0, 50))
-    with pytest.raises(ValueError, match="FWHM must be .*one per band"):
+    with pytest.raises(ValueError, match=r"FWHM must be .*one per band"):
         srf_matrix("sentinel2a-10m", np.linspace(400, 1000, 50), np.ones(49))
     with pytest.raises(ValueError, match="wavelengths must be a non-empty 1-D array"):
         srf_matrix("sentinel2a-10m", [500.0, float("nan")])

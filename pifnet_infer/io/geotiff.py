@@ -314,6 +314,7 @@ def fuse_geotiff(
             model, hsi_bands=hsi.count, msi_bands=msi.count, ratio=pair.ratio, device=device,
             wavelengths_nm=hsi.wavelengths_nm, fwhm_nm=hsi.fwhm_nm, hint=_BAND_HINT,
         )  # fmt: skip
+        band_grid = _band_grid(net)
         if refine:
             net = with_refinement(net)
         compute_dtype = resolve_dtype(dtype, compute)
@@ -343,7 +344,8 @@ def fuse_geotiff(
             "PIFNET_HSI_BANDS": ",".join(map(str, hsi.indexes)),
             "PIFNET_MSI_BANDS": ",".join(map(str, msi.indexes)),
             "PIFNET_MSI_ALIGNMENT": alignment,
-            "PIFNET_BAND_GRID": _band_grid(net),
+            "PIFNET_BAND_GRID": band_grid,
+            "PIFNET_REFINE": "tile-wise consistency refinement (pifnet_infer.adapt.refine)" if refine else "no",
             "PIFNET_TILING": f"tile_size={tile} overlap={lap} blend={'cosine' if lap else 'none'}",
         }
         _logger.info("fuse_geotiff: %s -> %s, %s, tiles of %d px, overlap %d, batch %d, %s %s", hsi_path, out,
