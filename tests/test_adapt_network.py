@@ -258,3 +258,12 @@ def test_cli_reads_geotiff_with_scale_and_nodata(tmp_path) -> None:
     assert wavelengths is None
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_image(tmp_path / "missing.npy", "HSI")
+
+
+def test_auto_base_ignores_weights_for_other_hsi_bands() -> None:
+    """The bundled RGB x4 weight has 61 HSI bands: for a 72-band scene "auto" trains from scratch."""
+    from pifnet_infer.adapt.network import _resolve_base
+
+    assert _resolve_base("auto", 4, 3, 72) == (None, None)
+    model, name = _resolve_base("auto", 4, 3, 61)
+    assert name == "pifnet-vnir-rgb-x4" and model.config.hsi_bands == 61

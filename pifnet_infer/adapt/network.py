@@ -9,10 +9,12 @@ held-out fifth of the reduced-resolution target plus the consistency of a fixed 
 (a small scene's held-out part alone does not see the full-scale output degrade); the best state,
 possibly the starting point, is returned. A time budget always stops training.
 
-Starting points: the closest pretrained weight (body transferred, head and tail re-initialised
-when band counts differ, see :mod:`pifnet_infer.adapt.init`), or with ``base=None`` a slim
+Starting points: a pretrained weight (body transferred, head and tail re-initialised when band
+counts differ, see :mod:`pifnet_infer.adapt.init`), or with ``base=None`` a slim
 PIF-Net sized for the device, initialised to compute the PCA-projected bicubic upsampling so that
-training starts from a sensible image.
+training starts from a sensible image. ``base="auto"`` takes a pretrained weight only when its
+band counts equal the scene's: with re-initialised head and tail, the bundled weight ended 13-15 dB
+below the from-scratch start after 60 s on a CPU (``benchmarks/results/bench_adapt_cpu_20261123-184547.json``).
 
 .. versionadded:: 0.1
 """
@@ -145,9 +147,9 @@ def adapt(
         hr_msi: (c, r*h, r*w) float HR-MSI in units comparable to the HSI. Sizes are cropped to
             multiples of r (top-left kept); the LR-HSI needs at least ``3 r`` pixels per side.
         ratio: scale factor r (>= 2), must match the shapes.
-        base: ``"auto"`` (the closest manifest weight for this ratio and MSI band count, else from
-            scratch), a manifest name or ``.safetensors`` path, or None (from scratch). The base
-            is copied, never modified; cached files are only read.
+        base: ``"auto"`` (a manifest weight with exactly this ratio and these HSI and MSI band counts,
+            else from scratch: see the module docstring), a manifest name or ``.safetensors`` path, or
+            None (from scratch). The base is copied, never modified; cached files are only read.
         hsi_wavelengths: LR-HSI band centres in nm (C,); needed with an SRF name, used to transfer
             a base's HSI head across band grids.
         msi_srf: the MSI's spectral response: a name (:func:`pifnet_infer.srf.list_srfs`), a (c, C)
@@ -234,16 +236,19 @@ def _resolve_base(
     from pifnet_infer import weights
 
     if isinstance(base, str) and base == "auto":
-        fitting = weights.weights_for(ratio=ratio, msi_bands=msi_bands)
+        fitting = weights.weights_for(ratio=ratio, msi_bands=msi_bands, hsi_bands=hsi_bands)
         if not fitting:
+            # A weight with another band count would keep only its body: measured on the bundled samples,
+            # that start ended 13-15 dB below training from scratch within a 60 s budget
+            # (benchmarks/results/bench_adapt_cpu_20261123-184547.json), so "auto" never picks one.
             _logger.info(
-                "adapt: no manifest weight for ratio %d and %d MSI bands; training from scratch",
+                "adapt: no manifest weight for ratio %d, %d HSI and %d MSI bands; training from scratch",
                 ratio,
+                hsi_bands,
                 msi_bands,
             )
             return None, None
-        entry = min(fitting, key=lambda e: abs(e.config.hsi_bands - hsi_bands))
-        base = entry.name
+        base = fitting[0].name
     loaded = weights.load_model(base, device="cpu", dtype="float32")
     return copy.deepcopy(loaded), str(base)  # load_model caches its models: never train the cached object
 
