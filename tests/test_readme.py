@@ -33,6 +33,14 @@ def test_weights_table_is_generated_from_the_manifest() -> None:
     )
 
 
+def test_model_cards_hold_their_current_manifest_facts() -> None:
+    gen = _generator()
+    stale = [path.name for path, text in gen.generated_files().items() if path.read_text() != text]
+    assert stale == [], "generated parts are stale: run python docs/gen_weights_table.py"
+    cards = [path for path in gen.generated_files() if path != gen.README]
+    assert cards and all(gen.CARD_START in path.read_text() for path in cards)
+
+
 def test_generator_replaces_only_the_table() -> None:
     gen = _generator()
     text = f"before\n{gen.START}\nold\n{gen.END}\nafter\n"
