@@ -27,13 +27,15 @@ import torch
 from pifnet_infer.weights import build_model_from_file, save_weights
 from pifnet_infer.weights.hub import sha256_file
 from pifnet_infer.weights.manifest import parse_entry
-from training.data import RESTRICTED_SCENES
+from training.data import RESTRICTED_SCENES, split_slices
 from training.setups import get_setup
 
 _logger = logging.getLogger("training.export")
 
 REPO_OWNER = "pifnet-infer"
 LICENCE = "Apache-2.0"
+#: bundled sample whose held-out test strip gives each exported weight its self-check record
+SELF_CHECK_SAMPLE = "aviris_gatorsense_vi"
 
 
 def hardware() -> str:
@@ -104,6 +106,25 @@ def manifest_entry(
     }
 
 
+def self_check(model: torch.nn.Module, entry: Any) -> dict[str, Any]:
+    """The ``metrics.self_check`` record: PSNR on the test strip of the bundled :data:`SELF_CHECK_SAMPLE`.
+
+    The strip is the one :func:`training.data.split_slices` holds out, so the record is a held-out
+    score that ``pifnet-infer weights check`` (and CI) can reproduce without ``../shared``.
+    """
+    from pifnet_infer.data import load_sample
+    from pifnet_infer.weights.selfcheck import TOLERANCE_DB, measure_psnr
+
+    height, width = load_sample(SELF_CHECK_SAMPLE).cube.shape[1:]
+    rows, cols = split_slices(height, width, entry.config.ratio)["test"]
+    window = (rows.start, rows.stop), (cols.start, cols.stop)
+    psnr = measure_psnr(model.eval(), entry, SELF_CHECK_SAMPLE, *window)
+    return {
+        "sample": SELF_CHECK_SAMPLE, "rows": list(window[0]), "cols": list(window[1]), "psnr": round(psnr, 6),
+        "tolerance_db": TOLERANCE_DB, "command": "python -m training.export (measured at export)",
+    }  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Re-save the best checkpoint, write the manifest entry."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -134,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     entry = manifest_entry(setup.name, out, state, metrics, f"docs/model_cards/{setup.name}.md")
+    entry["metrics"]["self_check"] = self_check(model, parse_entry(entry, where=str(out)))
     parse_entry(entry, where=str(out))  # refuse to write an entry the manifest would reject
     entry_file = args.out_dir / f"{setup.name}.manifest-entry.json"
     entry_file.write_text(json.dumps(entry, indent=1) + "\n")
