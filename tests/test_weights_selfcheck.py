@@ -34,8 +34,10 @@ def test_a_damaged_weight_fails_the_check(name: str) -> None:
     entry = get_weight(name)
     record = self_check_record(entry)
     model = load_model(name, device="cpu", dtype="float32")
-    with torch.no_grad():  # a converter that swapped two tensors of one shape would do as much harm
-        model.conv_proj.weight.copy_(model.conv_proj.weight.flip(0))
+    with torch.no_grad():  # a converter that reversed the output band order
+        last = model.tail.net[2]
+        last.weight.copy_(last.weight.flip(0))
+        last.bias.copy_(last.bias.flip(0))
     damaged = measure_psnr(model, entry, record["sample"], tuple(record["rows"]), tuple(record["cols"]))
     assert abs(damaged - record["psnr"]) > record["tolerance_db"]
 
@@ -50,3 +52,17 @@ def test_cli_check_reports_every_weight() -> None:
     assert run.returncode == 0, run.stderr
     for name in SHIPPED:
         assert name in run.stdout and "MISMATCH" not in run.stdout
+
+
+def test_a_weight_below_its_target_warns_once_per_process(caplog) -> None:
+    import logging
+
+    from pifnet_infer import weights
+
+    name = next(n for n in SHIPPED if not get_weight(n).metrics.get("target", {}).get("met", True))
+    weights._WARNED.discard(name)
+    with caplog.at_level(logging.WARNING, logger="pifnet_infer.weights"):
+        load_model(name, device="cpu")
+        load_model(name, device="cpu")
+    warned = [r.getMessage() for r in caplog.records if "better choice" in r.getMessage()]
+    assert len(warned) == 1 and name in warned[0] and "dB PSNR" in warned[0]

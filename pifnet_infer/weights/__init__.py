@@ -281,6 +281,7 @@ def load_model(
         entry = None
     else:
         entry = get_weight(str(name_or_path))
+        _warn_below_target(entry)
         key = ("name", entry.name, entry.sha256, revision, str(torch_device), param_dtype)
     with _CACHE_LOCK:
         cached = _MODEL_CACHE.get(key)
@@ -304,6 +305,26 @@ def load_model(
         _MODEL_CACHE[key] = model
     _logger.info("loaded %s on %s (%s)", entry.name if entry else path, torch_device, param_dtype)
     return model
+
+
+def _warn_below_target(entry: WeightEntry) -> None:
+    """Log once per process when the entry's held-out scores missed the classical baseline (manifest ``target``)."""
+    target = entry.metrics.get("target")
+    if not isinstance(target, dict) or target.get("met", True) or entry.name in _WARNED:
+        return
+    _WARNED.add(entry.name)
+    _logger.warning(
+        "%s scores %.1f dB PSNR and %+.1f deg SAM against %s on held-out data: a classical baseline "
+        "(pifnet_infer.baselines.glp_hs) is the better choice for this sensor pair; see its model card",
+        entry.name,
+        target.get("psnr_gap_db", float("nan")),
+        target.get("sam_gap_deg", float("nan")),
+        target.get("best_classical_psnr", "the best classical baseline"),
+    )
+
+
+#: names :func:`_warn_below_target` has warned about in this process
+_WARNED: set[str] = set()
 
 
 def clear_model_cache() -> None:
