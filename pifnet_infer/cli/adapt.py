@@ -33,17 +33,13 @@ def read_image(path: Path, name: str) -> tuple[np.ndarray, np.ndarray | None]:
             )
         return np.ascontiguousarray(cube, dtype=np.float32), None
     from pifnet_infer.io.bands import read_band_info
-    from pifnet_infer.io.rasters import open_raster
+    from pifnet_infer.io.rasters import open_raster, read_physical
 
     with open_raster(path, name) as dataset:
         info = read_band_info(dataset, name=name)
-        data = dataset.read(list(info.indexes)).astype(np.float32)
-    if info.nodata is not None:
-        data[data == np.float32(info.nodata)] = np.nan
-    scales = np.asarray(info.scales, dtype=np.float32)[:, None, None]
-    offsets = np.asarray(info.offsets, dtype=np.float32)[:, None, None]
+        data = read_physical(dataset, info)
     wavelengths = None if info.wavelengths_nm is None else np.asarray(info.wavelengths_nm, dtype=np.float64)
-    return data * scales + offsets, wavelengths
+    return data, wavelengths
 
 
 def _ratio(args: argparse.Namespace, hsi: np.ndarray, msi: np.ndarray) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pifnet_infer.errors import GridMismatchError, RasterReadError
+from pifnet_infer.io.bands import BandInfo, read_band_info
 from pifnet_infer.io.grids import GridPair, RasterGrid, check_crs, crs_name, match_grids, subdivided_transform
 from pifnet_infer.tiling.protocols import Window
 
@@ -152,6 +153,18 @@ class ScenePair:
     hsi_wavelengths_nm: tuple[float, ...] | None
 
 
+def read_physical(dataset: Any, info: BandInfo, window: Any = None) -> np.ndarray:
+    """Float32 (bands, H, W) of ``info``'s bands in physical units: scale/offset applied, nodata as NaN.
+
+    ``window`` is a rasterio window, or None for the whole raster (it is read at once: not for huge rasters).
+    """
+    data = dataset.read(list(info.indexes), window=window).astype(np.float32)
+    if info.nodata is not None:
+        data[data == np.float32(info.nodata)] = np.nan
+    scale = np.asarray(info.scales, dtype=np.float32)[:, None, None]
+    return data * scale + np.asarray(info.offsets, dtype=np.float32)[:, None, None]
+
+
 def read_scene_pair(
     hsi_path: str | os.PathLike[str],
     msi_path: str | os.PathLike[str],
@@ -167,15 +180,6 @@ def read_scene_pair(
     """
     from rasterio.windows import Window as RioWindow
 
-    from pifnet_infer.io.bands import read_band_info
-
-    def physical(dataset: Any, info: Any, window: Any) -> np.ndarray:
-        data = dataset.read(list(info.indexes), window=window).astype(np.float32)
-        if info.nodata is not None:
-            data[data == np.float32(info.nodata)] = np.nan
-        scale = np.asarray(info.scales, dtype=np.float32)[:, None, None]
-        return data * scale + np.asarray(info.offsets, dtype=np.float32)[:, None, None]
-
     with contextlib.ExitStack() as stack:
         hsi_ds = stack.enter_context(open_raster(hsi_path, "HSI"))
         msi_ds = stack.enter_context(open_raster(msi_path, "MSI"))
@@ -184,8 +188,8 @@ def read_scene_pair(
         msi = read_band_info(msi_read, msi_bands, name="msi_bands")
         w = pair.msi_window
         return ScenePair(
-            physical(hsi_ds, hsi, None),
-            physical(msi_read, msi, RioWindow(w.col_off, w.row_off, w.width, w.height)),
+            read_physical(hsi_ds, hsi),
+            read_physical(msi_read, msi, RioWindow(w.col_off, w.row_off, w.width, w.height)),
             pair.ratio,
             hsi.wavelengths_nm,
         )
