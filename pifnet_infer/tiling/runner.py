@@ -373,6 +373,8 @@ def run_tiles(
         device = next(iter(model.parameters())).device
     if blend == "auto":
         blend = "cosine" if overlap else "none"
+    h, w = source.lr_shape
+    grid = TileGrid((h, w), source.ratio, tile_size, overlap)
     engine = _Engine(
         model,
         source,
@@ -383,16 +385,14 @@ def run_tiles(
         dtype=dtype,
         progress=progress,
         callback=callback,
-        total=len(TileGrid(source.lr_shape, source.ratio, tile_size, overlap)),
+        total=len(grid),
     )
-    h, w = source.lr_shape
     step = 2 * source.ratio
     lr_row_offset = 0
     start = time.perf_counter()
     try:
         with torch.inference_mode():
             while True:
-                grid = TileGrid((h - lr_row_offset, w), source.ratio, tile_size, overlap)
                 try:
                     engine.run_pass(grid, lr_row_offset)
                     break
@@ -406,6 +406,7 @@ def run_tiles(
                     overlap = min(overlap // 2 // step * step, tile_size - step)
                     engine.note_backoff(f"tile size halved to {tile_size} (overlap {overlap})")
                     lr_row_offset = shrink.lr_row
+                    grid = TileGrid((h - lr_row_offset, w), source.ratio, tile_size, overlap)
         sink.close()
     finally:
         engine.bar.close()
