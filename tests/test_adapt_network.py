@@ -25,14 +25,7 @@ from pifnet_infer.models import PIFNet
 from pifnet_infer.simulate import crop_to_ratio, simulate_pair
 from pifnet_infer.weights import load_model, save_weights
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI machine is shared: one intra-op thread is much faster than two under contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

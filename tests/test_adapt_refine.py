@@ -20,14 +20,7 @@ from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.simulate import crop_to_ratio, degrade_spatial, simulate_pair
 from pifnet_infer.srf import srf_matrix
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI machine is shared: one intra-op thread is much faster than two under contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
