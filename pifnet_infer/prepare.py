@@ -44,9 +44,7 @@ def describe_entries(entries: Sequence[WeightEntry]) -> str:
 
 def _fitting_entries(hsi_bands: int, msi_bands: int, ratio: int) -> str:
     try:
-        from pifnet_infer import weights
-
-        return describe_entries(weights.weights_for(hsi_bands=hsi_bands, msi_bands=msi_bands, ratio=ratio))
+        return describe_entries(fitting_weights(hsi_bands, msi_bands, ratio)[0])
     except Exception as err:  # the listing is only a hint: the error stands without it
         _logger.debug("could not list fitting weights: %s", err)
         return "unknown (manifest unavailable)"
