@@ -6,8 +6,10 @@ fits these band grids) and fused by:
 
 - ``bicubic``, ``gsa``, ``glp`` (classical baselines, told the nominal PSF);
 - ``glp+refine``: :func:`pifnet_infer.adapt.refine` of the GLP result (PSF and SRF fitted from the pair);
-- ``adapt``: :func:`pifnet_infer.adapt.adapt` from scratch under a time budget (PSF and SRF fitted);
-- ``adapt+refine``: the adapted network's output refined;
+- ``adapt``: :func:`pifnet_infer.adapt.adapt` from scratch under a time budget (PSF and SRF fitted),
+  a network correction of its classical prior; ``adapt:prior-only``: that prior alone (GLP-HS with the
+  fitted PSF, refined);
+- ``adapt-no-prior``: the network alone (``prior=False``), and ``adapt-no-prior+refine`` its output refined;
 - ``adapt-pretrained``: from ``--pretrained`` or else the closest manifest weight, when there is one.
 
 Conditions: ``clean`` (official PSF, noise-free), ``snr30`` (official PSF, 30 dB on both images),
@@ -85,15 +87,20 @@ def run_scene(name: str, condition: str, args: argparse.Namespace) -> list[dict[
     refined, refine_time = timed(lambda: refine(glp_out, lr, msi, ratio=RATIO, device=args.device))
     results["glp+refine"] = (refined, glp_time + refine_time)
     pretrained = args.pretrained or ("auto" if list_weights() else None)
-    bases: list[str | None] = [None] + ([pretrained] if pretrained and not args.no_pretrained else [])
-    for base in bases:
-        label = "adapt" if base is None else "adapt-pretrained"
+    variants: list[tuple[str, str | None, bool | str]] = [
+        ("adapt", None, "auto"),
+        ("adapt-no-prior", None, False),
+    ]
+    if pretrained and not args.no_pretrained:
+        variants.append(("adapt-pretrained", pretrained, "auto"))
+    for label, base, prior in variants:
         start = time.perf_counter()
         model = adapt(
             lr,
             msi,
             ratio=RATIO,
             base=base,
+            prior=prior,
             time_budget_s=args.budget,
             device=args.device,
             progress=False,
@@ -108,11 +115,14 @@ def run_scene(name: str, condition: str, args: argparse.Namespace) -> list[dict[
             )
         adapt_time = time.perf_counter() - start
         results[label] = (fused, adapt_time)
-        refined, refine_time = timed(lambda f=fused: refine(f, lr, msi, ratio=RATIO, device=args.device))
-        results[f"{label}+refine"] = (refined, adapt_time + refine_time)
         history = model.history
-        info = {"steps": history.steps, "best_step": history.best_step, "stop": history.stop_reason}
-        extra[label] = extra[f"{label}+refine"] = info
+        extra[label] = {"steps": history.steps, "best_step": history.best_step, "stop": history.stop_reason}
+        if model.prior is not None:  # the prior alone: what the network's correction is measured against
+            results[f"{label}:prior-only"] = timed(lambda m=model: m.prior.fuse(lr, msi, RATIO))
+        else:
+            refined, refine_time = timed(lambda f=fused: refine(f, lr, msi, ratio=RATIO, device=args.device))
+            results[f"{label}+refine"] = (refined, adapt_time + refine_time)
+            extra[f"{label}+refine"] = extra[label]
     return [
         {
             "scene": name,

@@ -15,14 +15,22 @@ from safetensors import safe_open
 import pifnet_infer.adapt.network as network
 from pifnet_infer import cli, metrics
 from pifnet_infer.adapt import AdaptedModel, adapt
-from pifnet_infer.adapt.init import init_projected_bicubic, msi_detail, set_msi_detail, transfer_weights
-from pifnet_infer.baselines import bicubic
+from pifnet_infer.adapt.init import (
+    init_projected_bicubic,
+    msi_detail,
+    set_msi_detail,
+    transfer_weights,
+    zero_output,
+)
+from pifnet_infer.adapt.prior import ClassicalPrior
+from pifnet_infer.baselines import bicubic, glp_hs
 from pifnet_infer.config import PIFNetConfig
 from pifnet_infer.data import load_sample
 from pifnet_infer.errors import ShapeMismatchError, SpectralCoverageError
 from pifnet_infer.fusion import fuse
 from pifnet_infer.models import PIFNet
-from pifnet_infer.simulate import crop_to_ratio, simulate_pair
+from pifnet_infer.simulate import crop_to_ratio, resolve_psf, simulate_pair
+from pifnet_infer.srf import srf_matrix
 from pifnet_infer.weights import load_model, save_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -82,17 +90,47 @@ def test_initial_shift_moves_the_upsampling() -> None:
     np.testing.assert_allclose(shifted[:, 2:-3, 2:-3], plain[:, 3:-2, 3:-2], atol=2e-5)
 
 
-def test_adapted_model_beats_bicubic(muufl) -> None:
+def test_adapted_network_alone_beats_bicubic(muufl) -> None:
     scene, lr, msi = muufl
     reference = crop_to_ratio(scene.cube, 4)
-    model = adapt(lr, msi, ratio=4, base=None, steps=2, progress=False, device="cpu")
-    assert isinstance(model, AdaptedModel) and isinstance(model, PIFNet)
+    model = adapt(lr, msi, ratio=4, base=None, prior=False, steps=2, progress=False, device="cpu")
+    assert isinstance(model, AdaptedModel) and isinstance(model, PIFNet) and model.prior is None
     assert model.weight_entry is None and model.config.hsi_bands == lr.shape[0]
     fused = _run(model, lr, msi)
     assert metrics.psnr(reference, fused) > metrics.psnr(reference, bicubic(lr, 4)) + 1.0
     history = model.history
     assert history.steps == 2 and history.stop_reason == "steps"
     assert history.psf == "estimated" and history.srf == "estimated" and history.val_steps == [0, 2]
+
+
+def test_adapt_with_its_prior_beats_glp(muufl) -> None:
+    scene, lr, msi = muufl
+    reference = crop_to_ratio(scene.cube, 4)
+    model = adapt(lr, msi, ratio=4, base=None, steps=3, progress=False, device="cpu")
+    assert isinstance(model.prior, ClassicalPrior)
+    fused = _run(model, lr, msi)
+    glp = glp_hs(lr, msi, 4, psf="mtf")  # told the true PSF; adapt fitted its own
+    assert metrics.psnr(reference, fused) > metrics.psnr(reference, glp) + 0.1
+    assert metrics.sam(reference, fused) < metrics.sam(reference, glp)
+    if model.history.best_step == 0:  # early stopping kept the start: the prior alone
+        np.testing.assert_allclose(fused, model.prior.fuse(lr, msi, 4), atol=1e-6)
+
+
+def test_a_zeroed_network_adds_nothing_to_its_prior(small) -> None:
+    lr, msi = small
+    prior = ClassicalPrior(
+        resolve_psf("official", 4),
+        srf_matrix("rgb_gaussian", load_sample("muufl_gulfport_sub").wavelengths_nm),
+    )
+    model = AdaptedModel(PIFNetConfig(lr.shape[0], 3, 4, dim=8, d_state=4, expand=1, num_stages=1), prior)
+    zero_output(model)
+    np.testing.assert_array_equal(_run(model, lr, msi), prior.fuse(lr, msi, 4))
+    assert np.abs(_run(model, lr, msi) - bicubic(lr, 4)).max() > 1e-3
+    record = json.loads(json.dumps(prior.to_record()))
+    again = ClassicalPrior.from_record(record)
+    np.testing.assert_array_equal(again.fuse(lr, msi, 4), prior.fuse(lr, msi, 4))
+    with pytest.raises(ValueError, match="unknown adaptation prior"):
+        ClassicalPrior.from_record({**record, "method": "gsa"})
 
 
 def test_adapt_is_deterministic_for_a_seed(small) -> None:
@@ -130,6 +168,7 @@ def test_time_budget_stops_training(small) -> None:
         ({"steps": 0}, ValueError, "steps"),
         ({"time_budget_s": -1}, ValueError, "time_budget_s"),
         ({"lr": 0.0}, ValueError, "lr"),
+        ({"prior": "yes"}, ValueError, "prior"),
     ],
 )
 def test_bad_inputs_are_refused_before_training(muufl, monkeypatch, change, error, match) -> None:
@@ -167,6 +206,7 @@ def test_save_load_and_fuse(small, tmp_path) -> None:
         record = json.loads(handle.metadata()["pifnet_infer.adapt"])
     assert record["base"] is None and record["scene_lr_shape"] == list(lr.shape) and record["ratio"] == 4
     assert record["history"]["steps"] == 1 and record["history"]["srf"] == "given"
+    assert record["prior"]["method"] == "glp_hs+refine" and load_model(path, device="cpu").prior is not None
 
 
 def test_base_weight_is_transferred_and_never_modified(small, tmp_path) -> None:
@@ -184,7 +224,21 @@ def test_base_weight_is_transferred_and_never_modified(small, tmp_path) -> None:
     )
     model = adapt(lr, msi, ratio=4, base=str(path), steps=1, progress=False, device="cpu")
     assert model.provenance["base"] == str(path) and model.config.dim == 16
+    assert model.prior is not None  # other band counts: the base's head and tail are new, its fusion no start
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_a_base_with_the_scenes_band_counts_starts_from_its_own_fusion(small, tmp_path) -> None:
+    lr, msi = small
+    torch.manual_seed(0)
+    base = PIFNet(PIFNetConfig(lr.shape[0], 3, 4, dim=8, d_state=4, expand=1, num_stages=1))
+    path = save_weights(base, tmp_path / "fits.safetensors")
+    model = adapt(lr, msi, ratio=4, base=str(path), steps=1, progress=False, device="cpu")
+    assert model.prior is None
+    assert (
+        adapt(lr, msi, ratio=4, base=str(path), prior=True, steps=1, progress=False, device="cpu").prior
+        is not None
+    )
 
 
 def test_head_transfer_resamples_the_band_grid() -> None:
@@ -224,7 +278,10 @@ def test_cli_adapt(small, tmp_path, monkeypatch, capsys) -> None:
         "--no-progress",
     ]
     assert cli.main(args) == 0
-    assert out.is_file() and "1 steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert out.is_file() and "1 steps" in printed and "prior GLP-HS + refinement" in printed
+    assert cli.main([*args, "--prior", "no", "--overwrite"]) == 0
+    assert "prior none" in capsys.readouterr().out and load_model(out, device="cpu").prior is None
     assert cli.main(args) == 1  # exists, no --overwrite
     assert "already exists" in capsys.readouterr().err
     assert cli.main([*args[:-5], "--ratio", "3", "--overwrite"]) == 1

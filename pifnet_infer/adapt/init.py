@@ -15,7 +15,8 @@ principal components E of the scene's spectra (mean mu), exactly:
 An optional shift of the upsampling corrects bicubic's centred geometry for a PSF sampled off
 the block centre (the official PSF keeps the top-left pixel), and :func:`set_msi_detail` adds
 MSI high-pass detail through the MSI head and the tail; :func:`init_classical_start` does both for
-a scene. Every zeroed layer still receives gradients, so training starts from that classical
+a scene. :func:`zero_output` instead makes the network output 0, the start of a correction
+learned on top of a classical prior (:mod:`pifnet_infer.adapt.prior`). Every zeroed layer still receives gradients, so training starts from that classical
 fusion. It needs ``3 k <= dim``, ``2 k <= hsi_bands`` (and ``4 c <= dim`` for the detail).
 
 :func:`transfer_weights` copies every tensor of a base model whose name and shape fit a new
@@ -245,6 +246,12 @@ def resampling_matrix(source_nm: np.ndarray, target_nm: np.ndarray) -> np.ndarra
             matrix[i, order[j - 1]] += 1.0 - t
             matrix[i, order[j]] += t
     return matrix
+
+
+@torch.no_grad()
+def zero_output(model: PIFNet) -> None:
+    """Zero the tail's last convolution, so that the network outputs 0 (a correction starting at none)."""
+    _zero(model.tail.net[-1])
 
 
 @torch.no_grad()

@@ -76,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         hsi_wavelengths=wavelengths,
         msi_srf=args.srf,
         psf=args.psf,
+        prior={"auto": "auto", "yes": True, "no": False}[args.prior],
         steps=args.steps,
         time_budget_s=args.time_budget,
         device=args.device,
@@ -88,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"wrote {out}: {h.steps} steps ({h.stop_reason}), best held-out L1 {best:.4g} at step {h.best_step}, "
         f"PSF {h.psf}, SRF {h.srf}, base {model.provenance.get('base') or 'none (from scratch)'}, "
+        f"prior {'GLP-HS + refinement' if model.prior is not None else 'none'}, "
         f"{time.perf_counter() - start:.1f} s"
     )
     return 0
@@ -134,6 +136,13 @@ def add_parser(subparsers: Any) -> None:
         default="auto",
         metavar="NAME|PATH|none",
         help="starting weight: auto (default), a name, a path, none",
+    )
+    parser.add_argument(
+        "--prior",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="learn a correction of GLP-HS + refinement (yes) or the whole image (no); auto: yes unless the "
+        "base weight has the scene's band counts",
     )
     parser.add_argument("--steps", type=_steps, default="auto", help="maximum training steps (default auto)")
     parser.add_argument("--time-budget", type=float, metavar="S", help="stop after S seconds of wall time")

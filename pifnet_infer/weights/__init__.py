@@ -344,7 +344,6 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
     """
     from safetensors.torch import load_file
 
-    from pifnet_infer.models import PIFNet
     from pifnet_infer.weights.convert import state_dict_differences
 
     config = read_weights_config(path)
@@ -356,7 +355,7 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
             f"(field: (manifest, file)) {changed}; refusing to load it. Fix the manifest entry or the file"
         )
     state = load_file(str(path), device="cpu")
-    model = PIFNet(config)
+    model = _new_model(path, config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     differences = state_dict_differences(expected, {k: tuple(v.shape) for k, v in state.items()})
     if differences:
@@ -366,3 +365,18 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
         )
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _new_model(path: str | os.PathLike[str], config: PIFNetConfig) -> PIFNet:
+    """An untrained model of the kind the file holds: a PIFNet, or an adapted one (with its prior)."""
+    from safetensors import safe_open
+
+    from pifnet_infer.models import PIFNet
+
+    with safe_open(str(path), "pt") as handle:
+        header = handle.metadata() or {}
+    if "pifnet_infer.adapt" not in header:
+        return PIFNet(config)
+    from pifnet_infer.adapt.network import AdaptedModel
+
+    return AdaptedModel.from_metadata(config, header)
