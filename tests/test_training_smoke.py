@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from pifnet_infer.weights import load_model
 from pifnet_infer.weights.manifest import parse_entry
-from training import evaluate, export, train
-from training.data import split_slices
+from training import ablation, evaluate, export, train
+from training.data import BatchMaker, load_library, load_scenes, split_slices
 from training.setups import SETUPS, WATER_VAPOUR_GAPS_NM, get_setup
 
 SETUP = "pifnet-vnir-rgb-x4"
@@ -137,3 +137,33 @@ def test_evaluate_and_export_produce_a_valid_manifest_entry(runs):
     assert parsed.revision is None and not parsed.bundled
     assert "--resume" in parsed.training["command"]
     assert load_model(out / f"{SETUP}.safetensors").config == parsed.config
+
+
+def test_without_augmentation_a_sample_is_an_unaltered_training_crop(tmp_path):
+    data = _fake_data(tmp_path / "data")
+    setup = get_setup(SETUP)
+    scenes = load_scenes(setup, ("fake_scene",), data)
+    common = {"crop": 16, "synthetic_fraction": 0.0, "seed": 1}
+    plain = BatchMaker(setup, scenes, load_library(setup, data), augment=False, **common)
+    region = scenes[0].region("train")
+    windows = np.lib.stride_tricks.sliding_window_view(region, (16, 16), axis=(1, 2))
+    for _ in range(5):
+        ref = plain.reference()
+        match = np.all(windows == np.clip(ref, 0, None)[:, None, None], axis=(0, 3, 4))
+        assert match.any()  # an exact window of the training region
+    augmented = BatchMaker(setup, scenes, load_library(setup, data), **common).reference()
+    match = np.all(np.isclose(windows, augmented[:, None, None]), axis=(0, 3, 4))
+    assert not match.any()  # gain and tilt change the values
+
+
+def test_ablation_trains_and_evaluates_each_variant(tmp_path):
+    data = _fake_data(tmp_path / "data")
+    out = tmp_path / "ablation"
+    args = ["--setup", SETUP, "--out-dir", str(out), "--variants", "full", "no-augment", "--total-steps", "2"]
+    args += ["--dim", "4", "--crop", "16", "--batch-size", "1", "--scenes", "fake_scene"]
+    args += ["--data-dir", str(data)]
+    assert ablation.main(args) == 0
+    table = (out / SETUP / "summary.md").read_text()
+    assert "| full | 2 |" in table and "| no-augment | 2 |" in table and "no-synthetic" not in table
+    record = json.loads((out / SETUP / "no-augment" / "last.json").read_text())
+    assert record["args"]["augment"] is False

@@ -197,6 +197,7 @@ class BatchMaker:
         crop: HR crop size (multiple of the ratio).
         synthetic_fraction: probability that a sample is a synthetic scene.
         noise_probability: probability that a sample gets Gaussian noise (HSI 30-45 dB, MSI 35-50 dB SNR).
+        augment: random rotations, flips, spectral tilt and brightness gain (off: crops only, for ablations).
         seed: random seed.
     """
 
@@ -209,6 +210,7 @@ class BatchMaker:
         crop: int,
         synthetic_fraction: float = 0.4,
         noise_probability: float = 0.3,
+        augment: bool = True,
         seed: int = 0,
     ) -> None:
         if crop % setup.ratio:
@@ -220,6 +222,7 @@ class BatchMaker:
         self.crop = crop
         self.synthetic_fraction = synthetic_fraction if self.abundances else 0.0
         self.noise_probability = noise_probability
+        self.augment = augment
         self.srf = setup.srf_matrix().astype(np.float32)
         self.rng = np.random.default_rng(seed)
         self._norm_wl = (setup.wavelengths_nm - setup.wavelengths_nm.mean()) / np.ptp(setup.wavelengths_nm)
@@ -243,6 +246,8 @@ class BatchMaker:
             ref = np.einsum("pc,phw->chw", spectra, maps)
         else:
             ref = self._crop(self.real[self.rng.integers(len(self.real))].region("train"))
+        if not self.augment:
+            return np.ascontiguousarray(np.clip(ref, 0.0, None), dtype=np.float32)
         ref = np.rot90(ref, k=int(self.rng.integers(4)), axes=(1, 2))
         if self.rng.random() < 0.5:
             ref = ref[:, :, ::-1]

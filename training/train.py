@@ -56,7 +56,7 @@ GRAD_CLIP_NORM = 1.0
 
 _RESUMED_ARGS = (
     "setup", "dim", "crop", "batch_size", "total_steps", "lr", "weight_decay", "synthetic_fraction",
-    "noise_probability", "seed", "scenes",
+    "noise_probability", "augment", "seed", "scenes",
 )  # fmt: skip
 
 
@@ -75,6 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--synthetic-fraction", type=float, default=0.4)
     p.add_argument("--noise-probability", type=float, default=0.3)
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="crops only: no flips etc.")
     p.add_argument("--seed", type=int, default=3407)
     p.add_argument(
         "--scenes", default=",".join(PERMISSIVE_SCENES), help="comma-separated shared/data folders"
@@ -201,8 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state: dict[str, Any] = {}
     if resuming:
         state = json.loads((out_dir / "last.json").read_text())
-        for key in _RESUMED_ARGS:
-            setattr(args, key, state["args"][key])
+        for key in _RESUMED_ARGS:  # runs from before an option existed keep its default
+            setattr(args, key, state["args"].get(key, getattr(args, key)))
     if args.threads:
         torch.set_num_threads(args.threads)
     setup = get_setup(args.setup)
@@ -210,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     library = load_library(setup, args.data_dir)
     maker = BatchMaker(
         setup, scenes, library, crop=args.crop, synthetic_fraction=args.synthetic_fraction,
-        noise_probability=args.noise_probability, seed=args.seed,
+        noise_probability=args.noise_probability, augment=args.augment, seed=args.seed,
     )  # fmt: skip
     val_pairs = test_pairs(setup, scenes, "val")
     torch.manual_seed(args.seed)
