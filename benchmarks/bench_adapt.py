@@ -34,9 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from _results import write_record  # benchmarks/ is on sys.path when run as a script
 
 from pifnet_infer import metrics
 from pifnet_infer.adapt import adapt, refine
+from pifnet_infer.adapt.network import DEFAULT_LR
 from pifnet_infer.baselines import bicubic, glp_hs, gsa
 from pifnet_infer.data import list_samples, load_sample
 from pifnet_infer.simulate import crop_to_ratio, simulate_pair
@@ -101,6 +103,7 @@ def run_scene(name: str, condition: str, args: argparse.Namespace) -> list[dict[
             ratio=RATIO,
             base=base,
             prior=prior,
+            lr=args.lr,
             time_budget_s=args.budget,
             device=args.device,
             progress=False,
@@ -149,6 +152,7 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--budget", type=float, default=60.0, help="adaptation time budget, seconds")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="adaptation learning rate")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (0: leave torch's default)"
     )
@@ -171,6 +175,7 @@ def main() -> None:
         "device": device,
         "threads": torch.get_num_threads(),
         "budget_s": args.budget,
+        "lr": args.lr,
         "srf": args.srf,
         "pretrained": args.pretrained,
         "ratio": RATIO,
@@ -178,8 +183,7 @@ def main() -> None:
         "rows": rows,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    path = RESULTS / f"bench_adapt_{args.device.split(':')[0]}_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=1))
+    path = write_record(RESULTS, f"bench_adapt_{args.device.split(':')[0]}", record)
     print("\n| scene (HR) | condition | method | PSNR dB | SAM deg | time s |\n|---|---|---|---|---|---|")
     for row in rows:
         steps = f" ({row['steps']} steps, {row['stop']})" if "steps" in row else ""

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _results import write_record  # benchmarks/ is on sys.path when run as a script
 from bench_fuse import RATIO, environment, simulated_scene
 
 from pifnet_infer import PIFNet, PIFNetConfig
@@ -174,8 +175,7 @@ def main() -> None:
         "one_worker_with_dask_default_malloc_trim": row(trimmed[s], s),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench_dask_cpu_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=1))
+    path = write_record(args.out, "bench_dask_cpu", report)
     print(
         json.dumps(
             {"scaling": report["scaling"], "overhead": report["overlap_overhead_one_worker"]}, indent=1

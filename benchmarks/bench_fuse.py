@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from _memory import peak_rss  # benchmarks/ is on sys.path when run as a script
+from _results import write_record  # benchmarks/ is on sys.path when run as a script
 from safetensors.torch import load_file, save_file
 
 from pifnet_infer import PIFNet, PIFNetConfig, load_sample
@@ -314,8 +315,7 @@ def main() -> None:
         save_seam_map({k: errors[k] for k in (defaults, official)}, args.seam_map)
         report["seam_map"] = str(args.seam_map)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench_fuse_{device.type}_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_record(args.out, f"bench_fuse_{device.type}", report, indent=2)
     print(json.dumps(report, indent=2))
     print(f"written {path}")
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _results import write_record  # benchmarks/ is on sys.path when run as a script
 from bench_fuse import RATIO, RESULTS, environment, simulated_scene
 
 from pifnet_infer import PIFNet, PIFNetConfig
@@ -130,8 +131,7 @@ def main() -> None:
         report["runs"][f"{size}x{size}"] = entry
         print(size, json.dumps(entry, indent=2), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench_fuse_memory_cpu_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_record(args.out, "bench_fuse_memory_cpu", report, indent=2)
     print(f"written {path}")
 
 

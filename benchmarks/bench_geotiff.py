@@ -22,7 +22,6 @@ upsampling plus the MSI mean), whose ratio bounds the overhead from above. JSON 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -34,6 +33,7 @@ import numpy as np
 import rasterio
 import torch
 from _memory import peak_rss  # benchmarks/ is on sys.path when run as a script
+from _results import write_record  # benchmarks/ is on sys.path when run as a script
 from affine import Affine
 
 from pifnet_infer import PIFNet, PIFNetConfig, fuse, fuse_geotiff, load_sample
@@ -157,8 +157,7 @@ def main() -> None:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bench_geotiff_{device.type}_{args.size}px_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=1))
+    path = write_record(RESULTS, f"bench_geotiff_{device.type}_{args.size}px", record)
     print(f"wrote {path}")
 
 

@@ -14,7 +14,6 @@ backend (how its default was chosen). Writes JSON to ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _results import write_record  # benchmarks/ is on sys.path when run as a script
 
 from pifnet_infer import __version__
 from pifnet_infer._utils.device import resolve_device, resolve_dtype
@@ -204,8 +204,7 @@ def main() -> None:
         "results": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench_scan_{device.type}_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_record(args.out, f"bench_scan_{device.type}", report, indent=2)
     print(f"written {path}")
 
 
