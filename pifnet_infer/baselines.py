@@ -1,7 +1,8 @@
 """Classical HSI-MSI fusion baselines: references for evaluation and a fallback without weights.
 
 - :func:`bicubic`: upsampling of the LR-HSI only (no MSI).
-- :func:`glp_hs`: MTF-GLP hypersharpening (multiresolution analysis; Aiazzi et al., Selva et al. 2015).
+- :func:`glp_hs`: MTF-GLP hypersharpening (multiresolution analysis; Aiazzi et al., Selva et al. 2015);
+  :func:`fit_glp_hs` fits its injection once for a whole scene.
 - :func:`gsa`: Gram-Schmidt adaptive component substitution (Aiazzi et al. 2007), extended to a
   multi-band MSI by giving each HSI band the detail of its most correlated MSI band.
 
@@ -16,6 +17,8 @@ low-pass MSI shares the geometry of the LR-HSI.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -53,6 +56,37 @@ def bicubic(lr: np.ndarray, ratio: int) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+@dataclass(frozen=True)
+class GLPInjection:
+    """How GLP-HS injects MSI detail, fitted on one scene (:func:`fit_glp_hs`).
+
+    Attributes:
+        weights: float64 (C, c), the MSI combination synthesising each HSI band's intensity.
+        gains: float64 (C,), the injection gain of each band.
+    """
+
+    weights: np.ndarray
+    gains: np.ndarray
+
+
+def fit_glp_hs(
+    lr: np.ndarray,
+    msi: np.ndarray,
+    ratio: int,
+    *,
+    psf: PSFArg = "mtf",
+    nyquist_gain: float = DEFAULT_NYQUIST_GAIN,
+) -> GLPInjection:
+    """Fit GLP-HS's injection weights and gains on a scene (arguments as :func:`glp_hs`).
+
+    Fitting once on a whole scene and passing the result to :func:`glp_hs` for each of its tiles
+    gives every tile the scene's injection instead of one fitted on the tile alone.
+    """
+    x, m = _check_pair(lr, msi, ratio)
+    up, m_lr, m_low = _glp_bands(x, m, ratio, psf, nyquist_gain)
+    return _fit_injection(x, up, m_lr, m_low)
+
+
 def glp_hs(
     lr: np.ndarray,
     msi: np.ndarray,
@@ -60,6 +94,7 @@ def glp_hs(
     *,
     psf: PSFArg = "mtf",
     nyquist_gain: float = DEFAULT_NYQUIST_GAIN,
+    injection: GLPInjection | None = None,
 ) -> np.ndarray:
     """MTF-GLP hypersharpening.
 
@@ -75,21 +110,46 @@ def glp_hs(
         ratio: scale factor r.
         psf: degradation linking the two grids (``"mtf"``: Gaussian matched to ``nyquist_gain``).
         nyquist_gain: MTF gain at Nyquist for ``psf="mtf"``.
+        injection: weights and gains fitted beforehand (:func:`fit_glp_hs`, e.g. on the whole scene
+            this pair is a tile of); None fits them on this pair.
 
     Returns:
         float32 (C, r*h, r*w).
+
+    Raises:
+        ShapeMismatchError: shapes that do not fit ``ratio``, or an ``injection`` for other band counts.
     """
     x, m = _check_pair(lr, msi, ratio)
-    up, m_lr = bicubic(x, ratio), degrade_spatial(m, ratio, psf, nyquist_gain=nyquist_gain)
-    m_low = bicubic(m_lr, ratio)
-    weights = _regress(x.reshape(x.shape[0], -1), m_lr.reshape(m.shape[0], -1))  # (C, c) on centred data
-    up_f, m_low_f = up.reshape(up.shape[0], -1), m_low.reshape(m.shape[0], -1)
+    up, m_lr, m_low = _glp_bands(x, m, ratio, psf, nyquist_gain)
+    if injection is None:
+        injection = _fit_injection(x, up, m_lr, m_low)
+    elif injection.weights.shape != (x.shape[0], m.shape[0]) or injection.gains.shape != (x.shape[0],):
+        raise ShapeMismatchError(
+            f"injection fitted for weights {injection.weights.shape} and gains {injection.gains.shape}; this pair "
+            f"needs ({x.shape[0]}, {m.shape[0]}) and ({x.shape[0]},)"
+        )
+    detail = (injection.gains[:, None] * injection.weights).astype(np.float32) @ (m - m_low).reshape(
+        m.shape[0], -1
+    )
+    return (up.reshape(up.shape[0], -1) + detail).reshape(up.shape)
+
+
+def _glp_bands(
+    x: np.ndarray, m: np.ndarray, ratio: int, psf: PSFArg, nyquist_gain: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bicubic LR-HSI, MSI degraded to the LR grid, its low-pass at HR) of a checked pair."""
+    m_lr = degrade_spatial(m, ratio, psf, nyquist_gain=nyquist_gain)
+    return bicubic(x, ratio), m_lr, bicubic(m_lr, ratio)
+
+
+def _fit_injection(x: np.ndarray, up: np.ndarray, m_lr: np.ndarray, m_low: np.ndarray) -> GLPInjection:
+    weights = _regress(x.reshape(x.shape[0], -1), m_lr.reshape(m_lr.shape[0], -1))  # (C, c) on centred data
+    up_f, m_low_f = up.reshape(up.shape[0], -1), m_low.reshape(m_low.shape[0], -1)
     cov_low = _cov(m_low_f, m_low_f)  # (c, c)
     var_p = np.einsum("bk,kl,bl->b", weights, cov_low, weights)
     cov_up_p = np.einsum("bk,bk->b", _cov(up_f, m_low_f), weights)
     gains = np.where(var_p > 0, cov_up_p / np.where(var_p > 0, var_p, 1.0), 0.0)
-    detail = (gains[:, None] * weights).astype(np.float32) @ (m - m_low).reshape(m.shape[0], -1)
-    return (up_f + detail).reshape(up.shape)
+    return GLPInjection(weights, gains)
 
 
 def gsa(

@@ -66,3 +66,23 @@ def test_beat_bicubic_under_wald_protocol(sample: str, psf: str) -> None:
     for method in ("glp", "gsa"):
         assert psnr[method] > psnr["bicubic"] + 1.0, psnr
         assert sam[method] < sam["bicubic"], sam
+
+
+def test_glp_hs_with_an_injection_fitted_beforehand() -> None:
+    scene = load_sample("muufl_gulfport_sub")
+    lr, msi = simulate_pair(
+        scene.cube[:, :48, :48], 4, srf="rgb_gaussian", wavelengths_nm=scene.wavelengths_nm
+    )
+    injection = baselines.fit_glp_hs(lr, msi, 4, psf="official")
+    assert injection.weights.shape == (lr.shape[0], 3) and injection.gains.shape == (lr.shape[0],)
+    np.testing.assert_array_equal(
+        baselines.glp_hs(lr, msi, 4, psf="official", injection=injection),
+        baselines.glp_hs(lr, msi, 4, psf="official"),
+    )
+    # a tile fused with the scene's injection differs from one fitted on the tile alone
+    tile_lr, tile_msi = lr[:, :6, :6], msi[:, :24, :24]
+    own = baselines.glp_hs(tile_lr, tile_msi, 4, psf="official")
+    scene_fit = baselines.glp_hs(tile_lr, tile_msi, 4, psf="official", injection=injection)
+    assert np.abs(own - scene_fit).max() > 1e-3
+    with pytest.raises(ShapeMismatchError, match="injection"):
+        baselines.glp_hs(lr[:5], msi, 4, injection=injection)

@@ -50,6 +50,7 @@ from pifnet_infer.adapt.init import init_classical_start, transfer_weights, zero
 from pifnet_infer.adapt.operators import BlurDecimate
 from pifnet_infer.adapt.prior import ClassicalPrior
 from pifnet_infer.adapt.scene import Scene, check_pair, check_wavelengths, prepare_scene, resolve_srf
+from pifnet_infer.baselines import fit_glp_hs
 from pifnet_infer.config import PIFNetConfig
 from pifnet_infer.models import PIFNet
 from pifnet_infer.simulate import PSFArg
@@ -304,7 +305,11 @@ def _build_model(
     base: PIFNet | None, scene: Scene, dev: torch.device, wavelengths: np.ndarray | None, use_prior: bool
 ) -> AdaptedModel:
     bands, msi_bands = scene.lr.shape[0], scene.msi.shape[0]
-    prior = ClassicalPrior(scene.psf, scene.srf) if use_prior else None
+    prior = (
+        ClassicalPrior(scene.psf, scene.srf, fit_glp_hs(scene.lr, scene.msi, scene.ratio, psf=scene.psf))
+        if use_prior
+        else None
+    )
     if base is None:
         model = AdaptedModel(scratch_config(bands, msi_bands, scene.ratio, dev), prior)
         if prior is None:

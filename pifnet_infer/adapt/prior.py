@@ -6,9 +6,9 @@ only what the scene's own training pair says the classical fusion gets wrong, an
 keeps the prior alone when that does not generalise to held-out pixels. The prior is
 :func:`~pifnet_infer.baselines.glp_hs` with the scene's PSF, refined by
 :func:`~pifnet_infer.adapt.refine.refine` with the scene's PSF and SRF, computed per input (per
-tile inside :func:`pifnet_infer.fuse`). Per tile, GLP-HS's regression and the refinement see less of
-the scene: on the 88 x 88 AVIRIS sample, 48 and 64 px tiles scored 0.16 and 0.25 dB below one
-whole-scene pass, so give ``fuse`` tiles as large as memory allows.
+tile inside :func:`pifnet_infer.fuse`). GLP-HS's injection is fitted once on the whole scene
+(:func:`~pifnet_infer.baselines.fit_glp_hs`) and reused for every tile; the refinement still sees one
+tile at a time.
 
 .. versionadded:: 0.1
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pifnet_infer.adapt.refine import refine
-from pifnet_infer.baselines import glp_hs
+from pifnet_infer.baselines import GLPInjection, glp_hs
 from pifnet_infer.simulate import PSF
 
 #: the name recorded in an adapted model's metadata
@@ -37,17 +37,19 @@ class ClassicalPrior:
         psf: the PSF between the grids.
         srf: (c, C) spectral response matrix of the MSI over the HSI bands (kept as float32, so that
             a saved prior reloads exactly).
+        injection: GLP-HS's injection fitted on the scene, or None to fit it on each input.
     """
 
     psf: PSF
     srf: np.ndarray
+    injection: GLPInjection | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "srf", np.asarray(self.srf, dtype=np.float32))
 
     def fuse(self, lr_hsi: np.ndarray, hr_msi: np.ndarray, ratio: int) -> np.ndarray:
         """(C, h, w), (c, r*h, r*w) float -> float32 (C, r*h, r*w)."""
-        first = glp_hs(lr_hsi, hr_msi, ratio, psf=self.psf)
+        first = glp_hs(lr_hsi, hr_msi, ratio, psf=self.psf, injection=self.injection)
         return refine(first, lr_hsi, hr_msi, ratio=ratio, srf_matrix=self.srf, psf=self.psf, device="cpu")
 
     def __call__(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor, ratio: int) -> torch.Tensor:
@@ -65,6 +67,8 @@ class ClassicalPrior:
             "psf_kernel": self.psf.kernel.tolist(),
             "psf_centre": self.psf.centre,
             "srf": self.srf.tolist(),
+            "glp_weights": None if self.injection is None else self.injection.weights.tolist(),
+            "glp_gains": None if self.injection is None else self.injection.gains.tolist(),
         }
 
     @classmethod
@@ -78,6 +82,11 @@ class ClassicalPrior:
             raise ValueError(f"unknown adaptation prior {record.get('method')!r}; expected {PRIOR_NAME!r}")
         try:
             psf = PSF(np.asarray(record["psf_kernel"], dtype=np.float64), float(record["psf_centre"]))
-            return cls(psf, np.asarray(record["srf"]))
+            injection = (
+                None
+                if record["glp_weights"] is None
+                else GLPInjection(np.asarray(record["glp_weights"]), np.asarray(record["glp_gains"]))
+            )
+            return cls(psf, np.asarray(record["srf"]), injection)
         except KeyError as err:
             raise ValueError(f"adaptation prior record lacks {err}; found keys {sorted(record)}") from None
