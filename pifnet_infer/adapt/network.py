@@ -20,10 +20,11 @@ clean and noisy pairs, the prior 0.19-1.18 dB above it, and the correction moved
 
 Starting points: a pretrained weight (body transferred, head and tail re-initialised when band
 counts differ, see :mod:`pifnet_infer.adapt.init`), or with ``base=None`` a slim
-PIF-Net sized for the device, initialised to compute the PCA-projected bicubic upsampling so that
-training starts from a sensible image. ``base="auto"`` takes a pretrained weight only when its
-band counts equal the scene's: with re-initialised head and tail, the bundled weight ended 13-15 dB
-below the from-scratch start after 60 s on a CPU (``benchmarks/results/bench_adapt_cpu_20261123-184547.json``).
+PIF-Net sized for the device (without a prior, initialised to compute the PCA-projected bicubic
+upsampling so that training starts from a sensible image). ``base="auto"`` takes a pretrained weight
+only when its band counts equal the scene's: without a prior and with re-initialised head and tail, the
+bundled weight ended 13-15 dB below the from-scratch start after 60 s on a CPU
+(``benchmarks/results/bench_adapt_cpu_20261123-184547.json``).
 
 .. versionadded:: 0.1
 """
