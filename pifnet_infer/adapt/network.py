@@ -14,9 +14,9 @@ the adapted model outputs ``prior(lr, msi) + network(lr, msi)``, the prior being
 consistency (:mod:`pifnet_infer.adapt.prior`), and the network's last layer starts at zero. The
 starting point is then the refined classical fusion itself, and early stopping returns it unchanged
 when no trained state does better on the held-out pixels. Measured on one CPU thread within 60 s
-(``BENCHMARKS.md``, four scenes, Sentinel-2 MSI): the network alone ended 0.3-3.8 dB below GLP-HS on
-clean and noisy pairs, the prior 0.19-1.18 dB above it, and the correction moved the prior by -0.06 to
-+0.01 dB.
+(``BENCHMARKS.md``, four scenes, Sentinel-2 MSI): on clean and noisy pairs the network alone ended
+0.3-4.0 dB below GLP-HS and the adapted model 0.21-1.17 dB above it; the correction moved the prior by
+-0.05 to 0.00 dB.
 
 Starting points: a pretrained weight (body transferred, head and tail re-initialised when band
 counts differ, see :mod:`pifnet_infer.adapt.init`), or with ``base=None`` a slim
