@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -130,7 +131,7 @@ class AdaptedModel(PIFNet):
         return super().forward(lr_hsi, hr_msi)
 
     @classmethod
-    def from_metadata(cls, config: PIFNetConfig, metadata: dict[str, str]) -> AdaptedModel:
+    def from_metadata(cls, config: PIFNetConfig, metadata: Mapping[str, str]) -> AdaptedModel:
         """An untrained model of the right kind for a file written by :meth:`save` (weights not loaded)."""
         record = json.loads(metadata["pifnet_infer.adapt"])
         prior = record.get("prior")

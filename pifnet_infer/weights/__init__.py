@@ -197,13 +197,21 @@ def read_weights_config(path: str | os.PathLike[str]) -> PIFNetConfig:
     Raises:
         CheckpointMismatchError: not a safetensors file, or no valid config in its metadata.
     """
+    return _config_from_header(_read_header(path), path)
+
+
+def _read_header(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A safetensors file's string metadata (the header only)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
+            return handle.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise CheckpointMismatchError(f"cannot read {str(path)!r} as a safetensors file: {err}") from err
+
+
+def _config_from_header(header: Mapping[str, str], path: str | os.PathLike[str]) -> PIFNetConfig:
     if METADATA_CONFIG_KEY not in header:
         raise CheckpointMismatchError(
             f"{str(path)!r} has no {METADATA_CONFIG_KEY!r} metadata (found keys {sorted(header)}); write weight "
@@ -346,7 +354,8 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
 
     from pifnet_infer.weights.convert import state_dict_differences
 
-    config = read_weights_config(path)
+    header = _read_header(path)
+    config = _config_from_header(header, path)
     if entry is not None and config != entry.config:
         ours, theirs = entry.config.to_dict(), config.to_dict()
         changed = {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]}
@@ -355,7 +364,7 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
             f"(field: (manifest, file)) {changed}; refusing to load it. Fix the manifest entry or the file"
         )
     state = load_file(str(path), device="cpu")
-    model = _new_model(path, config)
+    model = _new_model(config, header)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     differences = state_dict_differences(expected, {k: tuple(v.shape) for k, v in state.items()})
     if differences:
@@ -367,14 +376,10 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
     return model
 
 
-def _new_model(path: str | os.PathLike[str], config: PIFNetConfig) -> PIFNet:
-    """An untrained model of the kind the file holds: a PIFNet, or an adapted one (with its prior)."""
-    from safetensors import safe_open
-
+def _new_model(config: PIFNetConfig, header: Mapping[str, str]) -> PIFNet:
+    """An untrained model of the kind a file's header describes: a PIFNet, or an adapted one (with its prior)."""
     from pifnet_infer.models import PIFNet
 
-    with safe_open(str(path), "pt") as handle:
-        header = handle.metadata() or {}
     if "pifnet_infer.adapt" not in header:
         return PIFNet(config)
     from pifnet_infer.adapt.network import AdaptedModel
