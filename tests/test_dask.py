@@ -97,17 +97,6 @@ def model() -> nn.Module:
     return tiny_model(BANDS)
 
 
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
-
-
 def chunked(lr: np.ndarray, msi: np.ndarray, chunks=CHUNKS) -> tuple:
     return da.from_array(lr, chunks=chunks), da.from_array(msi, chunks=(3, 37, 41))
 
@@ -228,7 +217,7 @@ def test_nan_pixels(scene):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
-def test_pifnet_on_a_local_cluster_equals_fuse(scene, model, client):
+def test_pifnet_on_a_local_cluster_equals_fuse(scene, model, dask_client):
     """The tiny PIF-Net on 2 worker processes, chunks that do not divide the scene: equal to fuse() within 1e-5."""
     lr, msi = scene[0][:, :20, :28], scene[1][:, :80, :112]
     expected = fuse(lr, msi, model, tile_size=32, overlap=8, progress=False)
@@ -240,42 +229,42 @@ def test_pifnet_on_a_local_cluster_equals_fuse(scene, model, client):
         "max |fuse_dask - fuse|, tiny PIF-Net, 80x112 HR, blocks %s, 2 workers: %.3g", got.chunks[1:], error
     )
     assert error <= 1e-5
-    placed = client.run(placements)
+    placed = dask_client.run(placements)
     assert all(
         f"{model_token(model)}@cpu" in per_worker for per_worker in placed.values()
     )  # both computed blocks
 
 
-def test_model_travels_once_per_worker(scene, client, tmp_path):
+def test_model_travels_once_per_worker(scene, dask_client, tmp_path):
     lr, msi = scene
     log = tmp_path / "unpickled.txt"
     wrapped = CountUnpickle(TileMean(), str(log))
     got = fuse_dask(*chunked(lr, msi, (BANDS, 8, 11)), wrapped, tile_size=32, overlap=8)
     got.compute()
     unpickled = collections.Counter(int(pid) for pid in log.read_text().split())
-    workers = set(client.run(os.getpid).values())
+    workers = set(dask_client.run(os.getpid).values())
     assert got.numblocks[1] * got.numblocks[2] >= 12
     # at most once per worker process, not once per block (the client/scheduler process may also unpickle the graph)
     assert 1 <= sum(unpickled[pid] for pid in workers) <= 2
     assert all(unpickled[pid] <= 1 for pid in workers)
-    counts = client.run(placements)
+    counts = dask_client.run(placements)
     assert all(n == 1 for per_worker in counts.values() for n in per_worker.values())
 
 
-def test_a_killed_worker_loses_nothing(scene, client, tmp_path):
+def test_a_killed_worker_loses_nothing(scene, dask_client, tmp_path):
     """A worker process dies at its first tile; Dask reruns its blocks elsewhere; the result still equals fuse()."""
     lr, msi = scene
     flag = tmp_path / "killed.pid"
     expected = fuse(lr, msi, TileMean(), tile_size=32, overlap=8, progress=False)
-    before = set(client.scheduler_info()["workers"])
+    before = set(dask_client.scheduler_info()["workers"])
     result = fuse_dask(*chunked(lr, msi), KillOnce(TileMean(), str(flag)), tile_size=32, overlap=8).compute()
     killed = int(flag.read_text())
     assert killed != os.getpid()
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)  # that worker process is gone
     np.testing.assert_array_equal(result, expected)
-    client.wait_for_workers(2, timeout=60)
-    assert set(client.scheduler_info()["workers"]) != before  # the nanny replaced it
+    dask_client.wait_for_workers(2, timeout=60)
+    assert set(dask_client.scheduler_info()["workers"]) != before  # the nanny replaced it
 
 
 # --- xarray ----------------------------------------------------------------------------------------

@@ -24,17 +24,6 @@ TILING = {"tile_size": 32, "overlap": 8}
 
 
 @pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
-
-
-@pytest.fixture(scope="module")
 def crops() -> list[tuple[np.ndarray, np.ndarray]]:
     """Four different (lr [8, 10, 12], msi [3, 40, 48]) scenes cut from the AVIRIS sample mosaic."""
     _, lr, msi = simulated_scene((120, 176), bands=BANDS)
@@ -64,7 +53,7 @@ def listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_scenes_then_resume_recomputes_only_what_is_missing(client, crops, tmp_path):
+def test_scenes_then_resume_recomputes_only_what_is_missing(dask_client, crops, tmp_path):
     net = tiny_model(BANDS)
     weights = save_weights(
         net, tmp_path / "tiny.safetensors"
@@ -72,7 +61,7 @@ def test_scenes_then_resume_recomputes_only_what_is_missing(client, crops, tmp_p
     pairs = write_scenes(tmp_path, crops)
     out = tmp_path / "out"
     out.mkdir()
-    report = fuse_many(pairs, out, str(weights), client=client, progress=False, **TILING)
+    report = fuse_many(pairs, out, str(weights), client=dask_client, progress=False, **TILING)
     assert report.ok and len(report.done) == 4 and not report.skipped, report.summary()
     assert len({r.worker for r in report.done}) == 2  # both workers took scenes
     for i, (lr, msi) in enumerate(crops):
@@ -86,7 +75,7 @@ def test_scenes_then_resume_recomputes_only_what_is_missing(client, crops, tmp_p
     (out / "scene1.tif").write_bytes(data[: len(data) // 2])
     (out / ".scene2.tif.x1y2.pifnet-tmp").mkdir()
     kept = {i: (out / f"scene{i}.tif").stat().st_mtime_ns for i in (2, 3)}
-    again = fuse_many(pairs, out, str(weights), client=client, progress=False, **TILING)
+    again = fuse_many(pairs, out, str(weights), client=dask_client, progress=False, **TILING)
     assert sorted(r.out.name for r in again.done) == ["scene0.tif", "scene1.tif"]
     assert sorted(r.out.name for r in again.skipped) == ["scene2.tif", "scene3.tif"]
     assert "replaced" in next(r.reason for r in again.done if r.out.name == "scene1.tif")
@@ -97,17 +86,21 @@ def test_scenes_then_resume_recomputes_only_what_is_missing(client, crops, tmp_p
         np.testing.assert_allclose(
             read(out / f"scene{i}.tif"), fuse(lr, msi, net, progress=False, **TILING), rtol=0, atol=1e-6
         )
-    forced = fuse_many(pairs[:1], out, str(weights), client=client, progress=False, overwrite=True, **TILING)
+    forced = fuse_many(
+        pairs[:1], out, str(weights), client=dask_client, progress=False, overwrite=True, **TILING
+    )
     assert len(forced.done) == 1 and forced.done[0].reason == "replaced: overwrite=True"
 
 
-def test_a_killed_worker_loses_and_duplicates_nothing(client, crops, tmp_path):
+def test_a_killed_worker_loses_and_duplicates_nothing(dask_client, crops, tmp_path):
     """The first tile anywhere kills its worker process; every scene still ends up written once and right."""
     flag = tmp_path / "killed.pid"
     pairs = write_scenes(tmp_path, crops)
     out = tmp_path / "out"
     out.mkdir()
-    report = fuse_many(pairs, out, KillOnce(TileMean(), str(flag)), client=client, progress=False, **TILING)
+    report = fuse_many(
+        pairs, out, KillOnce(TileMean(), str(flag)), client=dask_client, progress=False, **TILING
+    )
     killed = int(flag.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)
@@ -117,17 +110,17 @@ def test_a_killed_worker_loses_and_duplicates_nothing(client, crops, tmp_path):
         np.testing.assert_array_equal(
             read(out / f"scene{i}.tif"), fuse(lr, msi, TileMean(), progress=False, **TILING)
         )
-    client.wait_for_workers(2, timeout=60)
+    dask_client.wait_for_workers(2, timeout=60)
 
 
-def test_failures_are_reported_not_raised(client, crops, tmp_path):
+def test_failures_are_reported_not_raised(dask_client, crops, tmp_path):
     pairs = write_scenes(tmp_path, crops[:2])
     (tmp_path / "few").mkdir()
     few = write_pair(tmp_path / "few", crops[2][0][:5], crops[2][1])  # 5 HSI bands: the model needs 8
     jobs = [*pairs, (*few, "few.tif"), (tmp_path / "nope.tif", pairs[0][1], "nope.tif")]
     out = tmp_path / "out"
     out.mkdir()
-    report = fuse_many(jobs, out, TileMean(), client=client, retries=0, progress=False, **TILING)
+    report = fuse_many(jobs, out, TileMean(), client=dask_client, retries=0, progress=False, **TILING)
     assert len(report.done) == 2
     reasons = {r.out.name: r.reason for r in report.failed}
     assert reasons["nope.tif"].startswith("input not found")
@@ -136,16 +129,16 @@ def test_failures_are_reported_not_raised(client, crops, tmp_path):
     assert listing(out) == ["scene0.tif", "scene1.tif"]
 
 
-def test_argument_errors(client, tmp_path):
+def test_argument_errors(dask_client, tmp_path):
     pair = (tmp_path / "a.tif", tmp_path / "b.tif")
     with pytest.raises(TypeError, match="tile_sise"):
-        fuse_many([pair], tmp_path, client=client, tile_sise=32)
+        fuse_many([pair], tmp_path, client=dask_client, tile_sise=32)
     with pytest.raises(ValueError, match="both write"):
-        fuse_many([pair, (tmp_path / "c" / "a.tif", tmp_path / "b.tif")], tmp_path, client=client)
+        fuse_many([pair, (tmp_path / "c" / "a.tif", tmp_path / "b.tif")], tmp_path, client=dask_client)
     with pytest.raises(FileNotFoundError, match="create it"):
-        fuse_many([pair], tmp_path / "missing", client=client)
+        fuse_many([pair], tmp_path / "missing", client=dask_client)
     with pytest.raises(ValueError, match="retries"):
-        fuse_many([pair], tmp_path, client=client, retries=-1)
+        fuse_many([pair], tmp_path, client=dask_client, retries=-1)
 
 
 def test_verify_output(crops, tmp_path):
