@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pifnet_infer.adapt.refine import refine
+from pifnet_infer.adapt.refine import map_samples, refine
 from pifnet_infer.baselines import GLPInjection, glp_hs
 from pifnet_infer.simulate import PSF
 
@@ -54,11 +54,7 @@ class ClassicalPrior:
 
     def __call__(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor, ratio: int) -> torch.Tensor:
         """A batch (B, C, h, w), (B, c, r*h, r*w) -> float32 (B, C, r*h, r*w) on the inputs' device."""
-        fused = [
-            self.fuse(lr.float().cpu().numpy(), msi.float().cpu().numpy(), ratio)
-            for lr, msi in zip(lr_hsi, hr_msi, strict=True)
-        ]
-        return torch.from_numpy(np.stack(fused)).to(lr_hsi.device)
+        return map_samples(lambda lr, msi: self.fuse(lr, msi, ratio), lr_hsi, hr_msi)
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready description (saved in an adapted model's metadata)."""

@@ -391,16 +391,26 @@ class RefinedModel(nn.Module):
         """(B, C, h, w), (B, c, r*h, r*w) -> refined (B, C, r*h, r*w) float32."""
         fused = self.model(lr_hsi, hr_msi).float()
         with torch.autocast(fused.device.type, enabled=False):
-            tiles = [
-                refine(
-                    x0.cpu().numpy(),
-                    lr.float().cpu().numpy(),
-                    msi.float().cpu().numpy(),
+            return map_samples(
+                lambda x0, lr, msi: refine(
+                    x0,
+                    lr,
+                    msi,
                     ratio=self.config.ratio,
                     srf_matrix=self.srf_matrix,
                     psf=self.psf,
                     device=fused.device,
-                )
-                for x0, lr, msi in zip(fused, lr_hsi, hr_msi, strict=True)
-            ]
-        return torch.from_numpy(np.stack(tiles)).to(fused.device)
+                ),
+                fused,
+                lr_hsi,
+                hr_msi,
+            )
+
+
+def map_samples(fn: Callable[..., np.ndarray], *batches: torch.Tensor) -> torch.Tensor:
+    """Apply a numpy function to each sample of aligned batches (as float32 host arrays).
+
+    Returns the stacked results as a tensor on the first batch's device.
+    """
+    results = [fn(*(t.float().cpu().numpy() for t in sample)) for sample in zip(*batches, strict=True)]
+    return torch.from_numpy(np.stack(results)).to(batches[0].device)
