@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pifnet_infer._utils.device import resolve_device
 from pifnet_infer.baselines import bicubic, glp_hs
 from pifnet_infer.metrics import psnr, sam
 from pifnet_infer.models import PIFNet
@@ -56,7 +57,7 @@ GRAD_CLIP_NORM = 1.0
 
 _RESUMED_ARGS = (
     "setup", "dim", "crop", "batch_size", "total_steps", "lr", "weight_decay", "synthetic_fraction",
-    "noise_probability", "augment", "seed", "scenes",
+    "noise_probability", "augment", "seed", "scenes", "residual_prior",
 )  # fmt: skip
 
 
@@ -82,6 +83,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--residual-prior",
+        choices=("none", "glp_hs"),
+        default="none",
+        help="learn the correction of a classical prior (output = prior + network, last layer starts at zero); "
+        "an experiment for the prior-guided weights: the saved file holds the network alone",
+    )
+    p.add_argument("--device", default="cpu", help='"cpu", "cuda", "cuda:N" or "auto" (CUDA when available)')
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument(
         "--chunk-steps", type=int, default=0, help="also stop this chunk after this many steps (0: no limit)"
@@ -95,6 +104,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def learning_rate(step: int, base: float, total: int) -> float:
     """Step decay: ``base`` until 2/3 of ``total`` steps, then ``base / 10``."""
     return base if step < (2 * total) // 3 else base * 0.1
+
+
+def classical_prior(lr_hsi: torch.Tensor, hr_msi: torch.Tensor, ratio: int) -> torch.Tensor:
+    """GLP-HS of every sample of a batch (told the test protocol's PSF), on the inputs' device."""
+    fused = [
+        glp_hs(lr.cpu().numpy(), msi.cpu().numpy(), ratio, psf="mtf", nyquist_gain=TEST_PSF_GAIN)
+        for lr, msi in zip(lr_hsi, hr_msi, strict=True)
+    ]
+    return torch.from_numpy(np.stack(fused)).to(lr_hsi.device)
+
+
+def train_step(
+    model: PIFNet, optimizer: torch.optim.Optimizer, batch: Sequence[torch.Tensor], lr: float
+) -> float | None:
+    """One optimiser step on ``(lr_hsi, hr_msi, reference)`` (on the model's device); returns the L1 loss.
+
+    Returns ``None`` (and leaves the weights unchanged) when the loss or the gradient norm is not finite.
+    """
+    lr_hsi, hr_msi, ref = batch
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = torch.nn.functional.l1_loss(model(lr_hsi, hr_msi), ref)
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        finite = all(bool(torch.isfinite(t).all()) for t in batch)
+        _logger.warning("loss %s (inputs finite: %s); batch skipped", loss.item(), finite)
+        return None
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+    if not torch.isfinite(norm):
+        _logger.warning("gradient norm %s; batch skipped", norm.item())
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    return float(loss.item())
 
 
 def git_commit() -> str:
@@ -115,11 +159,12 @@ def save_checkpoint(
     out_dir: Path, model: PIFNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> None:
     """Model + AdamW moments to ``last.safetensors``, counters and RNG to ``last.json`` (both atomic)."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     for index, slot in opt_state["state"].items():
         for key, value in slot.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).reshape(-1) if key == "step" else value
+            value = torch.as_tensor(value).cpu()
+            tensors[f"optim.{index}.{key}"] = value.reshape(-1) if key == "step" else value
     save_state_dict(tensors, out_dir / "last.safetensors", config=model.config)
     tmp = out_dir / "last.json.tmp"
     tmp.write_text(json.dumps(state, indent=1))
@@ -144,12 +189,24 @@ def load_checkpoint(out_dir: Path, model: PIFNet, optimizer: torch.optim.Optimiz
 
 
 @torch.no_grad()
-def validate(model: PIFNet, pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Mean PSNR (peak = reference max) and SAM (degrees) of the model on the validation strips."""
+def validate(
+    model: PIFNet, pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], residual_prior: str = "none"
+) -> dict[str, float]:
+    """Mean PSNR (peak = reference max) and SAM (degrees) of the model (plus its prior) on the validation strips."""
     model.eval()
+    device = next(model.parameters()).device
     scores: list[tuple[float, float]] = []
     for _, lr, msi, ref in pairs:
-        out = model(torch.from_numpy(lr)[None], torch.from_numpy(msi)[None])[0].clamp(0, None)
+        out = model(torch.from_numpy(lr)[None].to(device), torch.from_numpy(msi)[None].to(device))
+        out = out[0].cpu()
+        if residual_prior == "glp_hs":
+            out = (
+                out
+                + classical_prior(
+                    torch.from_numpy(lr)[None], torch.from_numpy(msi)[None], model.config.ratio
+                )[0]
+            )
+        out = out.clamp(0, None)
         scores.append((psnr(ref, out), sam(ref, out)))
     model.train()
     return {
@@ -215,7 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     val_pairs = test_pairs(setup, scenes, "val")
     torch.manual_seed(args.seed)
-    model = PIFNet(setup.config(args.dim))
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    model = PIFNet(setup.config(args.dim)).to(device)
+    if args.residual_prior != "none" and not resuming:
+        torch.nn.init.zeros_(model.tail.net[-1].weight)  # an untrained model adds nothing to the prior
+        torch.nn.init.zeros_(model.tail.net[-1].bias)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if resuming:
         state = load_checkpoint(out_dir, model, optimizer)
@@ -236,24 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "threads": torch.get_num_threads(), "time": time.time()}) + "\n")  # fmt: skip
         chunk_end = step + args.chunk_steps if args.chunk_steps else args.total_steps
         while time.monotonic() < deadline and step < min(args.total_steps, chunk_end):
-            lr_hsi, hr_msi, ref = maker.batch(args.batch_size)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, args.lr, args.total_steps)
-            loss = torch.nn.functional.l1_loss(model(lr_hsi, hr_msi), ref)
-            optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                finite = all(bool(torch.isfinite(t).all()) for t in (lr_hsi, hr_msi, ref))
-                _logger.warning("step %d: loss %s (inputs finite: %s); batch skipped", step, loss.item(), finite)
+            batch = list(maker.batch(args.batch_size))
+            if args.residual_prior == "glp_hs":
+                batch[2] = batch[2] - classical_prior(batch[0], batch[1], setup.ratio)
+            batch = [t.to(device, non_blocking=True) for t in batch]
+            loss = train_step(model, optimizer, batch, learning_rate(step, args.lr, args.total_steps))
+            if loss is None:
                 continue
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-            if not torch.isfinite(norm):
-                _logger.warning("step %d: gradient norm %s; batch skipped", step, norm.item())
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            optimizer.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(loss)
             if step % args.log_every == 0:
                 now = time.monotonic()
                 log.write(json.dumps({"step": step, "loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"],
@@ -266,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     (now - interval_start) / len(losses),
                 )
                 losses, interval_start = [], now
-        val = validate(model, val_pairs)
+        val = validate(model, val_pairs, args.residual_prior)
         baselines = {
             name: float(np.mean([psnr(ref, fuse(lr, msi)) for _, lr, msi, ref in val_pairs]))
             for name, fuse in (
@@ -290,7 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if val["val_psnr"] > best:
         best = val["val_psnr"]
         save_weights(
-            model, out_dir / "best.safetensors", metadata={"pifnet_infer.source": f"training step {step}"}
+            model,
+            out_dir / "best.safetensors",
+            metadata={
+                "pifnet_infer.source": f"training step {step}"
+                + (
+                    ""
+                    if args.residual_prior == "none"
+                    else f", network alone: add {args.residual_prior} to its output"
+                )
+            },
         )
     save_checkpoint(out_dir, model, optimizer, {
         "step": step, "best_val_psnr": best, "train_seconds": elapsed, "rng": maker.rng.bit_generator.state,
