@@ -162,8 +162,9 @@ def fitted_output_layer(model: PIFNet, whole: np.ndarray, reference: np.ndarray)
     bias = ref.mean(1) - gain * out.mean(1)
     last = model.tail.net[-1]
     with torch.no_grad():
-        last.weight.mul_(torch.from_numpy(gain).float()[:, None, None, None])
-        last.bias.mul_(torch.from_numpy(gain).float()).add_(torch.from_numpy(bias).float())
+        gain_t, bias_t = (torch.from_numpy(v).to(last.weight) for v in (gain, bias))
+        last.weight.mul_(gain_t[:, None, None, None])
+        last.bias.mul_(gain_t).add_(bias_t)
     return (gain[:, None, None] * whole + bias[:, None, None]).astype(np.float32)
 
 

@@ -13,8 +13,9 @@ still returns what it measured. Sections:
   the torch backends (the baseline), float32 with the fast backends, bfloat16 autocast with the fast
   backends; HR Mpx/s, speed-up and PSNR change against the baseline;
 - ``fuse``: on one simulated 1024^2 scene, the official protocol (64-px tiles, no overlap, batch 1,
-  float32) against ``fuse()`` defaults: HR Mpx/s, ratio, PSNR gap to whole-image float32 inference, peak
-  GPU memory; then defaults on a 4096^2 scene (the 1024^2 inputs tiled 4 x 4) for peak GPU memory;
+  float32) against ``fuse()`` defaults and a few other tilings: HR Mpx/s, ratio, PSNR gap to whole-image
+  float32 inference, peak GPU memory; then defaults on a 4096^2 scene (the 1024^2 inputs tiled 4 x 4) for peak GPU memory;
+- ``profile``: torch.profiler's top kernels of one bfloat16 forward at the default tile (where time goes);
 - ``train_step``: optimiser steps per second of the GPU training recipe (``training/gpu_recipe.sh``).
 
 The model has random weights whose last layer is fitted by least squares to the reference
@@ -81,10 +82,13 @@ class Sizes:
     train_dim: int
     train_steps: int
     pytest_timeout_s: int
+    fuse_sweep: tuple[tuple[int, int], ...]  # extra (tile, overlap) settings timed beside the defaults
+    profile_batch: int
 
 
-GPU = Sizes((32, 64, 128, 256), (1, 8), 128, 64, (128, 256), 4, 1024, 4, 64, 40, 16, 64, 12, 150)
-DRY = Sizes((8, 16), (1, 2), 8, 8, (16, 32), 2, 64, 2, 16, 16, 2, 8, 2, 120)
+GPU = Sizes((32, 64, 128, 256), (1, 8), 128, 64, (128, 256), 4, 1024, 4, 64, 40, 16, 64, 12, 150,
+            ((256, 32), (256, 64), (512, 64)), 16)  # fmt: skip
+DRY = Sizes((8, 16), (1, 2), 8, 8, (16, 32), 2, 64, 2, 16, 16, 2, 8, 2, 120, ((32, 8),), 2)
 
 
 class Report:
@@ -187,9 +191,11 @@ def reset_peak(device: torch.device) -> None:
 
 
 def commit() -> str:
-    """The checkout's commit: git when there is a repository, else ``GPU_CHECK_COMMIT`` (set by the prepare step)."""
+    """The commit under test: ``GPU_CHECK_COMMIT`` (the prepare step's record), else git's HEAD."""
+    if os.environ.get("GPU_CHECK_COMMIT"):
+        return os.environ["GPU_CHECK_COMMIT"]
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else os.environ.get("GPU_CHECK_COMMIT", "unknown")
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -374,9 +380,10 @@ def fuse_section(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         "whole-image fp32": {"seconds": whole_s, "hr_mpx_per_s": size * size / 1e6 / whole_s,
                              "psnr_db": whole_psnr, "peak_gpu_mib": peak_memory_mib(device)},
     }  # fmt: skip
-    settings = {
+    settings: dict[str, dict[str, Any]] = {
         "official": {"tile_size": sizes.official_tile, "overlap": 0, "batch_size": 1, "dtype": "float32"},
         "defaults": {},
+        **{f"tile {t} overlap {o}": {"tile_size": t, "overlap": o} for t, o in sizes.fuse_sweep},
     }
     small = (lr[:, :16, :16], msi[:, : 16 * RATIO, : 16 * RATIO])
     for kwargs in settings.values():  # warm-up: kernel compilation for each dtype and tile shape
@@ -420,6 +427,35 @@ def fuse_section(sizes: Sizes, device: torch.device) -> dict[str, Any]:
             runs[f"defaults {big}^2"]["peak_gpu_mib"] / runs["defaults"]["peak_gpu_mib"]
         )
     return result
+
+
+def profile_section(sizes: Sizes, device: torch.device) -> dict[str, Any]:
+    """Where one forward of the defaults' batch spends its time (torch.profiler, top kernels and ops)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tile = sizes.model_tiles[0]
+    torch.manual_seed(0)
+    model = PIFNet(model_config(sizes)).to(device).eval()
+    lr = torch.rand(sizes.profile_batch, sizes.bands, tile // RATIO, tile // RATIO, device=device)
+    msi = torch.rand(sizes.profile_batch, 3, tile, tile, device=device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast:
+            model(lr, msi)
+
+    seconds = seconds_per_call(forward, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        forward()
+        sync(device)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    events = prof.key_averages()
+    return {"tile": tile, "batch": sizes.profile_batch, "dtype": str(dtype), "ms_per_forward": 1e3 * seconds,
+            "hr_mpx_per_s": sizes.profile_batch * tile * tile / 1e6 / seconds,
+            "kernel_launches": sum(e.count for e in events if e.key.startswith("cuda") and "Launch" in e.key),
+            "table": events.table(sort_by=sort, row_limit=30, max_name_column_width=60)}  # fmt: skip
 
 
 def train_step_section(sizes: Sizes, device: torch.device) -> dict[str, Any]:
@@ -473,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         "scan": lambda: scan_section(sizes, device),
         "model": lambda: model_section(sizes, device),
         "fuse": lambda: fuse_section(sizes, device),
+        "profile": lambda: profile_section(sizes, device),
         "train_step": lambda: train_step_section(sizes, device),
     }
     for name, run in sections.items():

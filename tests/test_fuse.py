@@ -371,30 +371,33 @@ def test_scene_smaller_than_the_tile(model) -> None:
 class _RecordingSink(ArraySink):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.released: list[int] = []
-        self.peak = 0
+        self.writes: list[tuple[int, int]] = []
 
-    def add(self, hr_window, weighted, weight) -> None:
-        super().add(hr_window, weighted, weight)
-        self.peak = max(self.peak, self.open_bytes)
-
-    def release(self, hr_row_end: int) -> None:
-        super().release(hr_row_end)
-        self.released.append(hr_row_end)
+    def write(self, hr_row0, rows) -> None:
+        super().write(hr_row0, rows)
+        self.writes.append((hr_row0, hr_row0 + rows.shape[1]))
 
 
-def test_sink_releases_each_tile_row_and_holds_only_open_rows(model) -> None:
+def test_sink_receives_the_final_rows_of_each_tile_row_in_order(model) -> None:
     _, lr, msi = simulated_scene((160, 40))
     source = ArraySource(ArrayInput(lr), ArrayInput(msi), RATIO)
-    sink = _RecordingSink(None, (8, 160, 40), block_rows=8)
+    sink = _RecordingSink(None, (8, 160, 40))
     run_tiles(model, source, sink, tile_size=32, overlap=8, progress=False)
     grid = TileGrid((40, 10), RATIO, 32, 8)
-    assert sink.released[: grid.n_rows] == [grid.rows_final_after(r) for r in range(grid.n_rows)]
-    row_bytes = 40 * (8 + 1) * 4
-    assert sink.peak <= (32 + 8) * row_bytes < 160 * row_bytes
+    ends = [grid.rows_final_after(r) for r in range(grid.n_rows)]
+    assert sink.writes == list(zip([0, *ends[:-1]], ends))
     np.testing.assert_allclose(
         sink.out, fuse(lr, msi, model, tile_size=32, overlap=8, progress=False), atol=1e-6
     )
+
+
+def test_sink_refuses_rows_out_of_order() -> None:
+    sink = ArraySink(None, (2, 8, 4))
+    sink.write(0, np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(RuntimeError, match="written while rows from 3"):
+        sink.write(4, np.zeros((2, 4, 4), np.float32))
+    with pytest.raises(RuntimeError, match="only HR rows < 3 of 8"):
+        sink.close()
 
 
 def _warnings(caplog) -> int:

@@ -192,10 +192,9 @@ class _StripWriter:
 class RasterSink:
     """A :class:`~pifnet_infer.tiling.protocols.Sink` writing final rows into an open rasterio dataset.
 
-    Tiles accumulate in the engine's float32 row blocks (:class:`~pifnet_infer.tiling.array_io.ArraySink`);
-    final rows pass ``postprocess`` and are written in strips of ``block_rows`` rows (whole output blocks,
-    so compressed blocks are written once). Memory: about (tile_size + 32) x W x (C + 1) x 4 bytes of
-    accumulators plus one strip of ``block_rows`` x W x C in the output dtype.
+    Final rows from the engine pass ``postprocess`` and are written in strips of ``block_rows`` rows
+    (whole output blocks, so compressed blocks are written once). Memory: one strip of
+    ``block_rows`` x W x C in the output dtype.
 
     Args:
         dataset: rasterio dataset open for writing, (C, H, W).
@@ -207,13 +206,9 @@ class RasterSink:
         self._writer = _StripWriter(dataset, block_rows)
         self._sink = ArraySink(self._writer, self._writer.shape, postprocess=postprocess)  # type: ignore[arg-type]
 
-    def add(self, hr_window: Window, weighted: np.ndarray, weight: np.ndarray) -> None:
-        """Accumulate a weighted tile (see the protocol)."""
-        self._sink.add(hr_window, weighted, weight)
-
-    def release(self, hr_row_end: int) -> None:
-        """Rows < ``hr_row_end`` are final: finish them and write whole strips."""
-        self._sink.release(hr_row_end)
+    def write(self, hr_row0: int, rows: np.ndarray) -> None:
+        """Final rows (see the protocol): postprocess them and write whole strips."""
+        self._sink.write(hr_row0, rows)
 
     def close(self) -> None:
         """Write every remaining row."""

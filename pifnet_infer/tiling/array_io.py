@@ -2,9 +2,8 @@
 
 :class:`ArraySource` reads windows of an LR-HSI / HR-MSI pair, fills nodata
 pixels, mirrors the scene about its border for windows that run past it, and
-converts values to the model's range. :class:`ArraySink` accumulates weighted
-tiles in float32 row blocks, and writes each band of rows into ``out`` as soon
-as the engine says it is final, so only the rows still open are held.
+converts values to the model's range. :class:`ArraySink` writes each band of
+final rows the engine hands it into ``out``.
 
 .. versionadded:: 0.1
 """
@@ -221,12 +220,10 @@ def array_postprocess(source: ArraySource, dtype: np.dtype[Any], nodata: float |
 
 
 class ArraySink:
-    """A :class:`~pifnet_infer.tiling.protocols.Sink` that writes into an array.
+    """A :class:`~pifnet_infer.tiling.protocols.Sink` that writes final rows into an array.
 
-    Weighted tiles are summed in float32 blocks of ``block_rows`` HR rows, with one weight plane per
-    block; :meth:`release` divides the final rows by their weight sum, applies ``postprocess`` and
-    writes them into ``out``, then frees blocks no tile can touch any more. Memory is the open rows
-    only: about (tile rows + ``block_rows``) x W x (C + 1) x 4 bytes, never a full-scene float64 buffer.
+    The engine blends tiles itself (on the compute device) and hands over finished rows in order;
+    this sink applies ``postprocess`` and stores them in ``out``. It holds nothing between writes.
 
     Args:
         out: (C, H, W) for ``"chw"`` or (H, W, C) for ``"hwc"``; any dtype numpy casts to, may be an
@@ -235,7 +232,6 @@ class ArraySink:
         layout: layout of ``out``.
         postprocess: called on every band of final rows before it is written (see
             :data:`~pifnet_infer.tiling.protocols.RowPostprocess`).
-        block_rows: height of the accumulation blocks.
     """
 
     def __init__(
@@ -245,7 +241,6 @@ class ArraySink:
         *,
         layout: Layout = "chw",
         postprocess: RowPostprocess | None = None,
-        block_rows: int = 32,
     ) -> None:
         bands, height, width = shape
         expected = shape if layout == "chw" else (height, width, bands)
@@ -257,67 +252,26 @@ class ArraySink:
         self.shape = shape
         self.layout = layout
         self.postprocess = postprocess
-        self.block_rows = block_rows
-        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._done = 0  # rows < _done are written
 
-    def _block(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if index not in self._blocks:
-            bands, height, width = self.shape
-            rows = min(self.block_rows, height - index * self.block_rows)
-            self._blocks[index] = (
-                np.zeros((bands, rows, width), dtype=np.float32),
-                np.zeros((rows, width), dtype=np.float32),
-            )
-        return self._blocks[index]
-
-    def add(self, hr_window: Window, weighted: np.ndarray, weight: np.ndarray) -> None:
-        """Add a weighted tile (float32 [C, h, w]) and its weight ([h, w]) at an in-scene HR window."""
-        if hr_window.row_off < self._done:
+    def write(self, hr_row0: int, rows: np.ndarray) -> None:
+        """Store final rows ``hr_row0 ..`` (float32 [C, n, W], blended and normalised)."""
+        if hr_row0 != self._done:
             raise RuntimeError(
-                f"tile at HR row {hr_window.row_off} arrived after rows < {self._done} were released"
+                f"internal error: rows from {hr_row0} written while rows from {self._done} are due"
             )
-        c0, c1 = hr_window.col_off, hr_window.col_end
-        row = hr_window.row_off
-        while row < hr_window.row_end:
-            index, start = divmod(row, self.block_rows)
-            acc, wsum = self._block(index)
-            stop = min(hr_window.row_end, (index + 1) * self.block_rows)
-            src = slice(row - hr_window.row_off, stop - hr_window.row_off)
-            acc[:, start : start + stop - row, c0:c1] += weighted[:, src]
-            wsum[start : start + stop - row, c0:c1] += weight[src]
-            row = stop
-
-    def release(self, hr_row_end: int) -> None:
-        """Normalise and write rows ``[done, hr_row_end)``; drop blocks entirely above ``hr_row_end``."""
-        hr_row_end = min(hr_row_end, self.shape[1])
-        row = self._done
-        while row < hr_row_end:
-            index, start = divmod(row, self.block_rows)
-            acc, wsum = self._block(index)
-            stop = min(hr_row_end, index * self.block_rows + acc.shape[1])
-            weights = wsum[start : start + stop - row]
-            if not (weights > 0).all():
-                raise RuntimeError(f"HR rows {row}..{stop} were released before every pixel received a tile")
-            values = acc[:, start : start + stop - row] / weights
-            if self.postprocess is not None:
-                values = self.postprocess(row, values)
-            if self.layout == "chw":
-                self.out[:, row:stop] = values
-            else:
-                self.out[row:stop] = np.moveaxis(values, 0, 2)
-            if stop == index * self.block_rows + acc.shape[1]:
-                del self._blocks[index]
-            row = stop
-        self._done = max(self._done, hr_row_end)
+        stop = hr_row0 + rows.shape[1]
+        if self.postprocess is not None:
+            rows = self.postprocess(hr_row0, rows)
+        if self.layout == "chw":
+            self.out[:, hr_row0:stop] = rows
+        else:
+            self.out[hr_row0:stop] = np.moveaxis(rows, 0, 2)
+        self._done = stop
 
     def close(self) -> None:
-        """Write every remaining row."""
-        self.release(self.shape[1])
+        """Check every row was written; flush a memmap."""
+        if self._done != self.shape[1]:
+            raise RuntimeError(f"internal error: only HR rows < {self._done} of {self.shape[1]} were written")
         if isinstance(self.out, np.memmap):
             self.out.flush()
-
-    @property
-    def open_bytes(self) -> int:
-        """Bytes held by the open accumulation blocks."""
-        return sum(acc.nbytes + wsum.nbytes for acc, wsum in self._blocks.values())

@@ -105,8 +105,14 @@ class BlendWindows:
             vectors.append(full)
         return vectors[0], vectors[1]
 
+    def window(self, tile: Tile) -> Window:
+        """In-scene HR window the tile contributes to."""
+        r0, r1, _ = self._rows[tile.row]
+        c0, c1, _ = self._cols[tile.col]
+        return Window(r0, c0, r1 - r0, c1 - c0)
+
     def __call__(self, tile: Tile) -> tuple[Window, np.ndarray]:
         """In-scene HR window the tile contributes to and its float32 weight [height, width] (> 0)."""
-        r0, r1, wr = self._rows[tile.row]
-        c0, c1, wc = self._cols[tile.col]
-        return Window(r0, c0, r1 - r0, c1 - c0), np.outer(wr.astype(np.float32), wc.astype(np.float32))
+        _, _, wr = self._rows[tile.row]
+        _, _, wc = self._cols[tile.col]
+        return self.window(tile), np.outer(wr.astype(np.float32), wc.astype(np.float32))

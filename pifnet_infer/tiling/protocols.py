@@ -1,8 +1,8 @@
 """The contracts between the tiling engine and where pixels come from and go to.
 
 A :class:`Source` hands the engine an LR-HSI window and the matching HR-MSI
-window; a :class:`Sink` receives weighted output tiles and is told when a band
-of output rows is final. Arrays, GeoTIFFs and Dask blocks differ only in their
+window; a :class:`Sink` receives the finished output, one band of final rows
+at a time (the engine blends the tiles itself). Arrays, GeoTIFFs and Dask blocks differ only in their
 Source and Sink; the engine (:mod:`pifnet_infer.tiling.runner`) is the same.
 
 .. versionadded:: 0.1
@@ -85,22 +85,15 @@ class Source(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
-    """Where weighted output tiles go."""
+    """Where the finished output goes: rows in order, already blended and normalised by the engine."""
 
-    def add(self, hr_window: Window, weighted: np.ndarray, weight: np.ndarray) -> None:
-        """Accumulate a tile already clipped to the scene.
+    def write(self, hr_row0: int, rows: np.ndarray) -> None:
+        """Write HR rows ``hr_row0 .. hr_row0 + n``: float32 [C, n, W], in the model's range.
 
-        Args:
-            hr_window: in-scene HR window of the tile.
-            weighted: float32 [C, height, width], the model output times ``weight``.
-            weight: float32 [height, width], the blend weight (> 0).
+        Called with consecutive, non-overlapping bands of rows from the top of the scene down.
         """
         ...
 
-    def release(self, hr_row_end: int) -> None:
-        """No later tile touches HR rows < ``hr_row_end``: they may be normalised and written out."""
-        ...
-
     def close(self) -> None:
-        """All tiles were added: finish every remaining row."""
+        """Every row was written: finish the output."""
         ...

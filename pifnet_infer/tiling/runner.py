@@ -3,11 +3,13 @@
 One engine for every entry point. A background thread reads batches of tiles
 from the Source (into pinned host buffers and, on CUDA, copies them to the
 device on a side stream) while the model runs the previous batch under
-``torch.inference_mode()`` and autocast; results are weighted by the blend
-window on the device, copied back without blocking, and handed to the Sink
-while the next batch computes. After each complete tile row the Sink is told
-which HR rows are final. On CUDA out-of-memory the batch is halved, then the
-tile size, and the run continues from the current tile row (logged once).
+``torch.inference_mode()`` and autocast. Results are weighted by the blend
+window and summed into a strip of open output rows on the compute device
+(:class:`_Strip`, one tile high); after each complete tile row its final rows
+are normalised there, copied back without blocking and written by the Sink
+while the next batch computes, so the host only ever copies finished rows. On
+CUDA out-of-memory the batch is halved, then the tile size, and the run
+continues from the current tile row (logged once).
 
 .. versionadded:: 0.1
 """
@@ -36,6 +38,8 @@ _logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
 #: per tile row and per tile column, the blend weights over a whole tile (on the compute device)
 _DeviceWeights = tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]
+#: finished output rows: (first HR row, float32 [C, n, W] on the host, event after which they are there)
+_RowsOut = tuple[int, torch.Tensor, "torch.cuda.Event | None"]
 #: "auto" batch size on CPU: batches of 4 were no faster per pixel than single tiles on 2 cores
 #: (torch scan backend, 64-px tiles: 436 vs 427 us/px at dim 16, 3890 vs 2457 at dim 64)
 CPU_BATCH = 1
@@ -82,6 +86,48 @@ class _ShrinkTile(Exception):
 
 def _shift(window: Window, rows: int) -> Window:
     return replace(window, row_off=window.row_off + rows)
+
+
+class _Strip:
+    """Blend accumulators for the open output rows, on the compute device.
+
+    Holds ``capacity`` HR rows (the tile height: a tile row plus the overlap its predecessor left
+    open) starting at HR row :attr:`top`: a weighted sum [C, capacity, W] and a weight sum
+    [capacity, W], float32. :meth:`finish` normalises the rows that no later tile touches and moves
+    the strip down past them.
+    """
+
+    def __init__(self, bands: int, width: int, capacity: int, device: torch.device) -> None:
+        self.top = 0
+        self.capacity = capacity
+        self.values = torch.zeros((bands, capacity, width), device=device)
+        self.weights = torch.zeros((capacity, width), device=device)
+
+    def add(self, window: Window, weighted: torch.Tensor, weight: torch.Tensor) -> None:
+        """Add a weighted tile [C, h, w] and its weights [h, w] at an in-scene HR window."""
+        r0 = window.row_off - self.top
+        if r0 < 0 or r0 + window.height > self.capacity:
+            raise RuntimeError(
+                f"internal error: tile rows {window.row_off}..{window.row_end} outside the open rows "
+                f"{self.top}..{self.top + self.capacity}"
+            )
+        rows, cols = slice(r0, r0 + window.height), slice(window.col_off, window.col_end)
+        self.values[:, rows, cols] += weighted
+        self.weights[rows, cols] += weight
+
+    def finish(self, row_end: int) -> torch.Tensor:
+        """Normalised rows ``top..row_end`` [C, n, W]; the strip then starts at ``row_end``."""
+        n = row_end - self.top
+        weights = self.weights[:n]
+        if not bool((weights > 0).all()):
+            raise RuntimeError(
+                f"HR rows {self.top}..{row_end} were finished before every pixel received a tile"
+            )
+        done = self.values[:, :n] / weights
+        self.values = torch.cat([self.values[:, n:], torch.zeros_like(self.values[:, :n])], dim=1)
+        self.weights = torch.cat([self.weights[n:], torch.zeros_like(self.weights[:n])])
+        self.top = row_end
+        return done
 
 
 class _Prefetcher:
@@ -185,6 +231,7 @@ class _Engine:
         self.bar = progress_bar(total, enabled=progress, desc="fuse", unit="tile")
         self.done = 0
         self.backoffs = 0
+        self.strip: _Strip | None = None
 
     def note_backoff(self, what: str) -> None:
         self.backoffs += 1
@@ -203,26 +250,27 @@ class _Engine:
         if self.bar.total != total:  # after an out-of-memory backoff to smaller tiles
             self.bar.total = total
             self.bar.refresh()
+        if self.strip is None:
+            self.strip = _Strip(self.source.hsi_bands, grid.hr_shape[1], grid.tile_size, self.device)
+        strip = self.strip
 
-        def deliver(result: tuple[torch.Tensor, torch.cuda.Event | None, list[Tile]]) -> None:
-            host, event, tiles = result
-            if event is not None:
-                event.synchronize()
-            values = host.numpy()
+        def blend(out: torch.Tensor, tile_weights: torch.Tensor, tiles: list[Tile]) -> list[_RowsOut]:
+            finished = []
             for i, tile in enumerate(tiles):
-                window, weight = windows(tile)
+                window = windows.window(tile)
                 rows = slice(window.row_off - tile.hr.row_off, window.row_end - tile.hr.row_off)
                 cols = slice(window.col_off - tile.hr.col_off, window.col_end - tile.hr.col_off)
-                self.sink.add(_shift(window, hr_offset), values[i, :, rows, cols], weight)
+                strip.add(_shift(window, hr_offset), out[i, :, rows, cols], tile_weights[i, rows, cols])
                 left_in_row[tile.row] -= 1
                 if left_in_row[tile.row] == 0:
-                    self.sink.release(grid.rows_final_after(tile.row) + hr_offset)
+                    finished.append(self._rows_out(strip, grid.rows_final_after(tile.row) + hr_offset))
                 self.done += 1
                 self.bar.update(1)
                 if self.callback is not None:
                     self.callback(self.done, total)
+            return finished
 
-        pending = None
+        unwritten: list[_RowsOut] = []
         prefetch = _Prefetcher(self.source, list(grid), lr_row_offset, self.batch_size, self.device)
         try:
             for batch in prefetch:
@@ -233,22 +281,37 @@ class _Engine:
                         result = self._forward(chunk, weights)
                     except _OOM:
                         result = None  # recover outside the handler: its traceback pins device memory
+                    self._write(unwritten)  # rows finished by earlier batches, copied while this one computes
+                    unwritten = []
                     if result is None and len(chunk.tiles) > 1:
                         self.batch_size = max(1, min(self.batch_size, len(chunk.tiles)) // 2)
                         self.note_backoff(f"batch size halved to {self.batch_size}")
                         todo.extendleft(reversed(_split(chunk, self.batch_size)))
                         continue
                     if result is None:
-                        if pending is not None:
-                            deliver(pending)
                         raise _ShrinkTile(chunk.tiles[0].lr.row_off + lr_row_offset)
-                    if pending is not None:
-                        deliver(pending)
-                    pending = result
-            if pending is not None:
-                deliver(pending)
+                    unwritten = blend(*result, chunk.tiles)
+            self._write(unwritten)
         finally:
             prefetch.close()
+
+    def _rows_out(self, strip: _Strip, row_end: int) -> _RowsOut:
+        """Finish the strip's rows up to ``row_end`` and start copying them to the host."""
+        row0 = strip.top
+        rows = strip.finish(row_end)
+        if self.device.type != "cuda":
+            return row0, rows, None
+        host = torch.empty(rows.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(rows, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record(torch.cuda.current_stream(self.device))
+        return row0, host, copied
+
+    def _write(self, finished: list[_RowsOut]) -> None:
+        for row0, rows, copied in finished:
+            if copied is not None:
+                copied.synchronize()
+            self.sink.write(row0, rows.numpy())
 
     def _device_weights(self, grid: TileGrid, windows: BlendWindows) -> _DeviceWeights:
         """Separable full-tile weights on the device: one vector per tile row and one per tile column."""
@@ -261,9 +324,8 @@ class _Engine:
                 cols.setdefault(tile.col, torch.from_numpy(col).to(self.device))
         return rows, cols
 
-    def _forward(
-        self, batch: _Batch, weights: _DeviceWeights
-    ) -> tuple[torch.Tensor, torch.cuda.Event | None, list[Tile]]:
+    def _forward(self, batch: _Batch, weights: _DeviceWeights) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's output times each tile's blend weights [n, C, t, t], and those weights [n, t, t]."""
         if batch.ready is not None:
             stream = torch.cuda.current_stream(self.device)
             stream.wait_event(batch.ready)
@@ -273,16 +335,8 @@ class _Engine:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             out = self.model(lr, msi)
         rows, cols = weights
-        out = out.float() * torch.stack(
-            [torch.outer(rows[t.row], cols[t.col]) for t in batch.tiles]
-        ).unsqueeze(1)
-        if self.device.type != "cuda":
-            return out.cpu(), None, batch.tiles
-        host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
-        host.copy_(out, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.device))
-        return host, event, batch.tiles
+        tile_weights = torch.stack([torch.outer(rows[t.row], cols[t.col]) for t in batch.tiles])
+        return out.float() * tile_weights.unsqueeze(1), tile_weights
 
 
 def _split(batch: _Batch, size: int) -> list[_Batch]:
