@@ -385,15 +385,10 @@ def fuse_section(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         "defaults": {},
         **{f"tile {t} overlap {o}": {"tile_size": t, "overlap": o} for t, o in sizes.fuse_sweep},
     }
-    small = (lr[:, :16, :16], msi[:, : 16 * RATIO, : 16 * RATIO])
-    for kwargs in settings.values():  # warm-up: kernel compilation for each dtype and tile shape
-        fuse(
-            *small,
-            model,
-            device=device,
-            progress=False,
-            **{k: v for k, v in kwargs.items() if k != "tile_size"},
-        )
+    for kwargs in settings.values():  # warm-up on a crop of two tiles: kernels compiled, algorithms chosen
+        side = 2 * kwargs.get("tile_size", 128) // RATIO
+        fuse(lr[:, :side, :side], msi[:, : side * RATIO, : side * RATIO], model, device=device, progress=False,
+             **kwargs)  # fmt: skip
     for name, kwargs in settings.items():
         reset_peak(device)
         start = time.perf_counter()
@@ -464,6 +459,7 @@ def train_step_section(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     from training.train import train_step
 
     setup = get_setup("pifnet-vnir-rgb-x4")
+    reset_peak(device)
     torch.manual_seed(0)
     model = PIFNet(setup.config(sizes.train_dim)).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.01)

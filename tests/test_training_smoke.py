@@ -167,3 +167,20 @@ def test_ablation_trains_and_evaluates_each_variant(tmp_path):
     assert "| full | 2 |" in table and "| no-augment | 2 |" in table and "no-synthetic" not in table
     record = json.loads((out / SETUP / "no-augment" / "last.json").read_text())
     assert record["args"]["augment"] is False
+
+
+def test_residual_prior_run_starts_at_the_prior_and_validates_with_it(runs, tmp_path):
+    """Step 0 of a --residual-prior run adds exactly nothing to GLP-HS; validation scores prior + network."""
+    _, data, _ = runs
+    # a learning rate of 1e-9 keeps the network within ~1e-9 of its start (Adam steps are about lr in size)
+    assert (
+        _train(tmp_path / "r", data, "--residual-prior", "glp_hs", "--chunk-steps", "1", "--lr", "1e-9") == 0
+    )
+    last = load_file(str(tmp_path / "r" / "last.safetensors"))
+    assert json.loads((tmp_path / "r" / "last.json").read_text())["args"]["residual_prior"] == "glp_hs"
+    assert (
+        last["model.tail.net.2.weight"].abs().max() < 1e-8
+        and last["model.tail.net.2.bias"].abs().max() < 1e-8
+    )
+    row = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[-1])
+    assert abs(row["val_psnr"] - row["val_glp_hs_psnr"]) < 0.01  # the network adds nothing yet
