@@ -121,6 +121,30 @@ def test_chikusei_preset_forward_64px():
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_scan_backend_does_not_change_the_output(monkeypatch, grad):
+    """The CPU scan backends (loop, chosen automatically, and the torch reference) give the same model,
+    forward and (fp64) gradients."""
+    model = PIFNet(PIFNetConfig(hsi_bands=8, msi_bands=3, ratio=4, dim=16))
+    torch.manual_seed(0)
+    lr, msi = torch.rand(2, 8, 6, 5), torch.rand(2, 3, 24, 20)
+    if grad:
+        model, lr, msi = model.double(), lr.double(), msi.double()
+    results = []
+    for backend in ("loop", "torch"):
+        monkeypatch.setenv("PIFNET_SCAN_BACKEND", backend)
+        model.zero_grad()
+        with torch.set_grad_enabled(grad):
+            out = model(lr, msi)
+        if grad:
+            out.square().mean().backward()
+            results.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+        results.append([out.detach()])
+    for ours, ref in zip(results[: len(results) // 2], results[len(results) // 2 :], strict=True):
+        for a, b in zip(ours, ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10 if grad else 1e-5, atol=1e-12 if grad else 1e-6)
+
+
 def test_inference_is_deterministic_on_cpu():
     model, t = _golden_model()
     with torch.inference_mode():
@@ -156,7 +180,12 @@ class _Counting(PIFNet):
         (torch.rand(1, 6, 4, 4), torch.rand(1, 3, 16, 16), ShapeMismatchError, ["3 bands", "msi_bands=2"]),
         (torch.rand(1, 6, 4, 4), torch.rand(1, 2, 12, 12), ShapeMismatchError, ["ratio 4", "imply ratio 3"]),
         (torch.rand(6, 4, 4), torch.rand(1, 2, 16, 16), ShapeMismatchError, ["4-D", "(6, 4, 4)"]),
-        (torch.ones(1, 6, 4, 4, dtype=torch.int32), torch.rand(1, 2, 16, 16), ValueError, ["floating", "int32"]),
+        (
+            torch.ones(1, 6, 4, 4, dtype=torch.int32),
+            torch.rand(1, 2, 16, 16),
+            ValueError,
+            ["floating", "int32"],
+        ),
         (torch.full((1, 6, 4, 4), float("nan")), torch.rand(1, 2, 16, 16), ValueError, ["lr_hsi", "NaN"]),
         (torch.rand(2, 6, 4, 4), torch.rand(1, 2, 16, 16), ShapeMismatchError, ["batch"]),
     ],
