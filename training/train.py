@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pifnet_infer._utils.threads import physical_cores
 from pifnet_infer.baselines import bicubic, glp_hs
 from pifnet_infer.metrics import psnr, sam
 from pifnet_infer.models import PIFNet
@@ -81,7 +82,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--scenes", default=",".join(PERMISSIVE_SCENES), help="comma-separated shared/data folders"
     )
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the physical cores)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument(
         "--chunk-steps", type=int, default=0, help="also stop this chunk after this many steps (0: no limit)"
@@ -204,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = json.loads((out_dir / "last.json").read_text())
         for key in _RESUMED_ARGS:  # runs from before an option existed keep its default
             setattr(args, key, state["args"].get(key, getattr(args, key)))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or physical_cores())
     setup = get_setup(args.setup)
     scenes = load_scenes(setup, tuple(args.scenes.split(",")), args.data_dir)
     library = load_library(setup, args.data_dir)
@@ -243,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 finite = all(bool(torch.isfinite(t).all()) for t in (lr_hsi, hr_msi, ref))
-                _logger.warning("step %d: loss %s (inputs finite: %s); batch skipped", step, loss.item(), finite)
+                _logger.warning(
+                    "step %d: loss %s (inputs finite: %s); batch skipped", step, loss.item(), finite
+                )
                 continue
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
