@@ -12,6 +12,7 @@ from safetensors import safe_open
 from pifnet_infer.config import PRESETS, PIFNetConfig, get_preset
 from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.models import PIFNet
+from pifnet_infer.models.blocks import dilated_depthwise
 
 GOLDEN = Path(__file__).parent / "data" / "official_golden_tiny.safetensors"
 
@@ -143,6 +144,21 @@ def test_scan_backend_does_not_change_the_output(monkeypatch, grad):
     for ours, ref in zip(results[: len(results) // 2], results[len(results) // 2 :], strict=True):
         for a, b in zip(ours, ref, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10 if grad else 1e-5, atol=1e-12 if grad else 1e-6)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (5, 7), (9, 9), (16, 13)])
+@pytest.mark.parametrize(("kernel", "dilation"), [(7, 3), (3, 2)])
+def test_dilated_depthwise_matches_the_dilated_conv(height, width, kernel, dilation):
+    conv = torch.nn.Conv2d(
+        4, 4, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=4
+    ).double()
+    x = torch.randn(2, 4, height, width, dtype=torch.float64, requires_grad=True)
+    ours, ref = dilated_depthwise(conv, x), conv(x)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    weight = torch.randn_like(ref)
+    grads = [torch.autograd.grad((y * weight).sum(), (x, conv.weight, conv.bias)) for y in (ours, ref)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_inference_is_deterministic_on_cpu():
