@@ -56,69 +56,76 @@ def _states(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 def _forward(
     delta: torch.Tensor,
-    delta_u: torch.Tensor,
+    u: torch.Tensor,
     A_t: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
     block: int,
     keep_states: bool,
+    D: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``y`` [L, b, d] for position-major inputs (delta, delta_u [L, b, d]; B, C [L, b, n]; A_t [n, d]).
+    """``y`` [L, b, d] for position-major inputs (delta, u [L, b, d]; B, C [L, b, n]; A_t [n, d]).
 
-    Also returns the state entering each block when ``keep_states`` (for the backward pass). The two
-    block buffers are allocated once and reused: fresh multi-MiB tensors per block cost page faults.
+    ``delta * u`` and the skip ``D * u`` (when ``D`` is given) are formed block by block, in the cache.
+    Also returns the state entering each block when ``keep_states`` (for the backward pass). The block
+    buffers are allocated once and reused: fresh multi-MiB tensors per block cost page faults.
     """
     length, batch, channels = delta.shape
     y = delta.new_empty(length, batch, channels)
     h = delta.new_zeros(batch, A_t.shape[0], channels)
     buffers = (delta.new_empty(block, *h.shape), delta.new_empty(block, *h.shape))
+    delta_u = delta.new_empty(block, batch, channels)
     entering = []
     for start in range(0, length, block):
         window = slice(start, start + block)
         size = len(delta[window])
         if keep_states:
             entering.append(h.clone())
+        torch.mul(delta[window], u[window], out=delta_u[:size])
         a, b = _block_terms(
-            delta[window], delta_u[window], A_t, B[window], (buffers[0][:size], buffers[1][:size])
+            delta[window], delta_u[:size], A_t, B[window], (buffers[0][:size], buffers[1][:size])
         )
         states = _states(a, b, h)
         torch.matmul(C[window, :, None, :], states, out=y[window, :, None, :])  # <C_t, h_t> for the block
+        if D is not None:
+            y[window].addcmul_(u[window], D)
         h.copy_(states[-1])
     return y, entering
 
 
 class _Scan(torch.autograd.Function):
-    """``y = scan(delta, delta_u, A_t, B, C)`` on position-major tensors, with a hand-written adjoint."""
+    """``y = scan(delta, u, A_t, B, C)`` on position-major tensors (no skip), with a hand-written adjoint."""
 
     @staticmethod
     def forward(
         ctx: Any,
         delta: torch.Tensor,
-        delta_u: torch.Tensor,
+        u: torch.Tensor,
         A_t: torch.Tensor,
         B: torch.Tensor,
         C: torch.Tensor,
         block: int,
     ) -> torch.Tensor:
-        y, entering = _forward(delta, delta_u, A_t, B, C, block, keep_states=True)
-        ctx.save_for_backward(delta, delta_u, A_t, B, C, *entering)
+        y, entering = _forward(delta, u, A_t, B, C, block, keep_states=True)
+        ctx.save_for_backward(delta, u, A_t, B, C, *entering)
         ctx.block = block
         return y
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        delta, delta_u, A_t, B, C, *entering = ctx.saved_tensors
+        delta, u, A_t, B, C, *entering = ctx.saved_tensors
         block = ctx.block
         gy = gy.contiguous()
         g_delta = torch.empty_like(delta)
-        g_delta_u = torch.empty_like(delta_u)
+        g_u = torch.empty_like(u)
         g_A_t = torch.zeros_like(A_t)
         g_B = torch.empty_like(B)
         g_C = torch.empty_like(C)
         carry = None  # a_{t+1} * g_{t+1} for the first position of the block after this one
         for index in reversed(range(len(entering))):
             window = slice(index * block, (index + 1) * block)
-            a, b = _block_terms(delta[window], delta_u[window], A_t, B[window])
+            delta_u = delta[window] * u[window]
+            a, b = _block_terms(delta[window], delta_u, A_t, B[window])
             states = _states(a, b, entering[index])
             # g_t = C_t gy_t + a_{t+1} g_{t+1}, from the last position of the block back to its first
             g = C[window, :, :, None] * gy[window, :, None, :]
@@ -132,11 +139,12 @@ class _Scan(torch.autograd.Function):
             # d/d a_t = g_t h_{t-1}; a_t = exp(delta_t A): d/d(delta_t A) = g_t h_{t-1} a_t
             previous = torch.cat([entering[index][None], states[:-1]])
             g_log_a = previous.mul_(a).mul_(g)
-            g_delta[window] = (g_log_a * A_t).sum(2)
             g_A_t += (g_log_a * delta[window, :, None, :]).sum((0, 1))
-            g_delta_u[window] = torch.matmul(B[window, :, None, :], g).squeeze(2)
-            g_B[window] = torch.matmul(g, delta_u[window, :, :, None]).squeeze(-1)
-        return g_delta, g_delta_u, g_A_t, g_B, g_C, None
+            g_delta_u = torch.matmul(B[window, :, None, :], g).squeeze(2)
+            g_B[window] = torch.matmul(g, delta_u[..., None]).squeeze(-1)
+            g_delta[window] = torch.addcmul((g_log_a * A_t).sum(2), g_delta_u, u[window])
+            g_u[window] = g_delta_u * delta[window]
+        return g_delta, g_u, g_A_t, g_B, g_C, None
 
 
 def selective_scan_loop(
@@ -165,19 +173,22 @@ def selective_scan_loop(
     if delta_softplus:
         delta = F.softplus(delta)
     # position-major [L, batch, channels] / [L, batch, d_state]: every step of the loop reads contiguous rows
+    # (u coming from cross_scan, and delta from the model's projection, are position-major already)
     u_t = u.permute(2, 0, 1).contiguous()
     delta_t = delta.permute(2, 0, 1).contiguous()
-    delta_u = delta_t * u_t
     B_t = B.to(dtype).permute(2, 0, 1).contiguous()
     C_t = C.to(dtype).permute(2, 0, 1).contiguous()
     A_t = A.to(dtype).t().contiguous()
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (delta_u, A_t, B_t, C_t))
+    D = None if D is None else D.to(dtype)
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (delta_t, u_t, A_t, B_t, C_t, D) if t is not None
+    )
     if needs_grad:
-        y = _Scan.apply(delta_t, delta_u, A_t, B_t, C_t, block)
+        y = _Scan.apply(delta_t, u_t, A_t, B_t, C_t, block)
+        if D is not None:
+            y = torch.addcmul(y, u_t, D)
     else:
-        y, _ = _forward(delta_t, delta_u, A_t, B_t, C_t, block, keep_states=False)
-    if D is not None:
-        y = torch.addcmul(y, u_t, D.to(dtype))
+        y, _ = _forward(delta_t, u_t, A_t, B_t, C_t, block, keep_states=False, D=D)
     out = y.permute(1, 2, 0)
     if z is not None:
         out = out * F.silu(z.to(dtype))
