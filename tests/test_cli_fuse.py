@@ -208,6 +208,7 @@ def test_existing_output_is_refused_then_overwritten(tmp_path, sample, use_zoo, 
             ["fuse", "--hsi", "a", "--msi", "b", "--out", "c", "--scale", "1,2,3"],
             "expected a number or 'HSI,MSI'",
         ),
+        (["fuse", "--hsi", "a", "--msi", "b", "--out", "c", "--threads", "0"], "expected an integer >= 1"),
         (["info", "a.tif"], "the following arguments are required: MSI"),
     ],
 )
@@ -238,9 +239,15 @@ def test_env_lists_versions_and_accelerators(capsys):
     code, out, _ = run_cli(capsys, "env")
     assert code == 0
     labels = [line.split("  ")[0] for line in out.splitlines()]
-    for label in ("pifnet-infer", "python", "torch", "numpy", "rasterio", "huggingface_hub", "CUDA devices"):
+    for label in ("pifnet-infer", "python", "torch", "torch threads", "numpy", "rasterio", "CUDA devices"):
         assert label in labels
-    for label in ("triton", "mamba_ssm selective_scan_cuda", "torchvision", "weights cache"):
+    for label in (
+        "huggingface_hub",
+        "triton",
+        "mamba_ssm selective_scan_cuda",
+        "torchvision",
+        "weights cache",
+    ):
         assert label in labels
     assert "(GDAL " in out
 

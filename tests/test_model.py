@@ -12,6 +12,7 @@ from safetensors import safe_open
 from pifnet_infer.config import PRESETS, PIFNetConfig, get_preset
 from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.models import PIFNet
+from pifnet_infer.models.blocks import dilated_depthwise
 
 GOLDEN = Path(__file__).parent / "data" / "official_golden_tiny.safetensors"
 
@@ -121,6 +122,45 @@ def test_chikusei_preset_forward_64px():
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_scan_backend_does_not_change_the_output(monkeypatch, grad):
+    """The CPU scan backends (loop, chosen automatically, and the torch reference) give the same model,
+    forward and (fp64) gradients."""
+    model = PIFNet(PIFNetConfig(hsi_bands=8, msi_bands=3, ratio=4, dim=16))
+    torch.manual_seed(0)
+    lr, msi = torch.rand(2, 8, 6, 5), torch.rand(2, 3, 24, 20)
+    if grad:
+        model, lr, msi = model.double(), lr.double(), msi.double()
+    results = []
+    for backend in ("loop", "torch"):
+        monkeypatch.setenv("PIFNET_SCAN_BACKEND", backend)
+        model.zero_grad()
+        with torch.set_grad_enabled(grad):
+            out = model(lr, msi)
+        if grad:
+            out.square().mean().backward()
+            results.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+        results.append([out.detach()])
+    for ours, ref in zip(results[: len(results) // 2], results[len(results) // 2 :], strict=True):
+        for a, b in zip(ours, ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10 if grad else 1e-5, atol=1e-12 if grad else 1e-6)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (5, 7), (9, 9), (16, 13)])
+@pytest.mark.parametrize(("kernel", "dilation"), [(7, 3), (3, 2)])
+def test_dilated_depthwise_matches_the_dilated_conv(height, width, kernel, dilation):
+    conv = torch.nn.Conv2d(
+        4, 4, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=4
+    ).double()
+    x = torch.randn(2, 4, height, width, dtype=torch.float64, requires_grad=True)
+    ours, ref = dilated_depthwise(conv, x), conv(x)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    weight = torch.randn_like(ref)
+    grads = [torch.autograd.grad((y * weight).sum(), (x, conv.weight, conv.bias)) for y in (ours, ref)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_inference_is_deterministic_on_cpu():
     model, t = _golden_model()
     with torch.inference_mode():
@@ -156,7 +196,12 @@ class _Counting(PIFNet):
         (torch.rand(1, 6, 4, 4), torch.rand(1, 3, 16, 16), ShapeMismatchError, ["3 bands", "msi_bands=2"]),
         (torch.rand(1, 6, 4, 4), torch.rand(1, 2, 12, 12), ShapeMismatchError, ["ratio 4", "imply ratio 3"]),
         (torch.rand(6, 4, 4), torch.rand(1, 2, 16, 16), ShapeMismatchError, ["4-D", "(6, 4, 4)"]),
-        (torch.ones(1, 6, 4, 4, dtype=torch.int32), torch.rand(1, 2, 16, 16), ValueError, ["floating", "int32"]),
+        (
+            torch.ones(1, 6, 4, 4, dtype=torch.int32),
+            torch.rand(1, 2, 16, 16),
+            ValueError,
+            ["floating", "int32"],
+        ),
         (torch.full((1, 6, 4, 4), float("nan")), torch.rand(1, 2, 16, 16), ValueError, ["lr_hsi", "NaN"]),
         (torch.rand(2, 6, 4, 4), torch.rand(1, 2, 16, 16), ShapeMismatchError, ["batch"]),
     ],

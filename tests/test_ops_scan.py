@@ -1,10 +1,15 @@
-"""Selective scan: every backend that runs here against a slow sequential loop written in this file."""
+"""Selective scan: every backend that runs here against a slow sequential loop written in this file.
+
+The two CPU backends (``torch``, the chunked reference, and ``loop``, picked automatically on the CPU) run
+the same cases; ``loop`` is also checked against ``torch`` directly, gradients included.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -14,7 +19,10 @@ from hypothesis import strategies as st
 
 from pifnet_infer.errors import BackendUnavailableError, ShapeMismatchError
 from pifnet_infer.ops import selective_scan
+from pifnet_infer.ops.scan._loop import BLOCK, selective_scan_loop
 from pifnet_infer.ops.scan._torch import CHUNK, selective_scan_torch
+
+CPU_BACKENDS = ("torch", "loop")
 
 OPTIONAL = ("D", "z", "delta_bias")
 
@@ -80,19 +88,22 @@ CASES = [  # batch, channels, d_state, length, optional inputs, softplus
     (2, 4, 7, 2 * CHUNK + 13, ("z", "delta_bias"), False),
     (3, 2, 1, 97, OPTIONAL, False),
     (1, 8, 16, 3 * CHUNK, OPTIONAL, True),
+    (2, 3, 5, 2 * BLOCK + 7, ("D", "delta_bias"), True),
 ]
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize(("batch", "channels", "d_state", "length", "with_", "softplus"), CASES)
-def test_torch_fp32_matches_sequential_reference(batch, channels, d_state, length, with_, softplus):
+def test_fp32_matches_sequential_reference(batch, channels, d_state, length, with_, softplus, backend):
     x = make_inputs(batch, channels, d_state, length, dtype=torch.float32, with_=with_, softplus=softplus)
     ref = sequential_scan(**x, delta_softplus=softplus)
-    out = selective_scan(**x, delta_softplus=softplus, backend="torch")
+    out = selective_scan(**x, delta_softplus=softplus, backend=backend)
     assert out.dtype == torch.float32
     assert out.shape == (batch, channels, length)
     assert rel_err(out, ref) <= 1e-5
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @settings(max_examples=25, deadline=None)
 @given(
     batch=st.integers(1, 3),
@@ -103,11 +114,40 @@ def test_torch_fp32_matches_sequential_reference(batch, channels, d_state, lengt
     softplus=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_torch_fp64_matches_sequential_reference(batch, channels, d_state, length, with_, softplus, seed):
+def test_fp64_matches_sequential_reference(backend, batch, channels, d_state, length, with_, softplus, seed):
     x = make_inputs(batch, channels, d_state, length, with_=tuple(with_), softplus=softplus, seed=seed)
-    out = selective_scan(**x, delta_softplus=softplus, backend="torch")
+    out = selective_scan(**x, delta_softplus=softplus, backend=backend)
     assert out.dtype == torch.float64
     assert rel_err(out, sequential_scan(**x, delta_softplus=softplus)) <= 1e-10
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    channels=st.integers(1, 6),
+    d_state=st.integers(1, 17),
+    length=st.integers(1, 3 * BLOCK + 5),
+    with_=st.lists(st.sampled_from(OPTIONAL), unique=True),
+    softplus=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_loop_matches_torch_reference(batch, channels, d_state, length, with_, softplus, dtype, seed):
+    x = make_inputs(
+        batch, channels, d_state, length, dtype=dtype, with_=tuple(with_), softplus=softplus, seed=seed
+    )
+    out = selective_scan(**x, delta_softplus=softplus, backend="loop")
+    ref = selective_scan(**x, delta_softplus=softplus, backend="torch")
+    assert out.dtype == ref.dtype
+    assert rel_err(out, ref.double()) <= (1e-10 if dtype == torch.float64 else 1e-5)
+
+
+def test_loop_is_chosen_automatically_on_the_cpu():
+    x = make_inputs(1, 2, 3, 4, dtype=torch.float32)
+    assert selective_scan(**x).shape == (1, 2, 4)
+    from pifnet_infer.ops.scan import _REGISTRY
+
+    assert _REGISTRY.select(x["u"]).name == "loop"
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 32, 1000])
@@ -117,19 +157,28 @@ def test_chunk_size_only_changes_rounding(chunk):
     assert rel_err(out, selective_scan_torch(**x, delta_softplus=True)) <= 1e-13
 
 
-def test_large_steps_stay_finite():
+@pytest.mark.parametrize("block", [1, 5, 32, 1000])
+def test_block_size_only_changes_rounding(block):
+    x = make_inputs(2, 3, 16, 150, seed=3)
+    out = selective_scan_loop(**x, delta_softplus=True, block=block)
+    assert rel_err(out, selective_scan_torch(**x, delta_softplus=True)) <= 1e-13
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_large_steps_stay_finite(backend):
     """delta*A down to -1e4: the decays underflow to 0 as they should; nothing overflows."""
     x = make_inputs(1, 4, 16, 2 * CHUNK + 1, seed=4, with_=(), softplus=False)
     x["delta"] = x["delta"] * 200.0
-    out = selective_scan(**x, backend="torch")
+    out = selective_scan(**x, backend=backend)
     assert torch.isfinite(out).all()
     assert rel_err(out, sequential_scan(**x)) <= 1e-10
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_inputs_give_float32_output_computed_in_float32(dtype):
+def test_half_inputs_give_float32_output_computed_in_float32(dtype, backend):
     x = make_inputs(2, 3, 16, 70, dtype=dtype, seed=5)
-    out = selective_scan(**x, backend="torch", delta_softplus=True)
+    out = selective_scan(**x, backend=backend, delta_softplus=True)
     assert out.dtype == torch.float32
     upcast = {k: None if v is None else v.float() for k, v in x.items()}
     assert rel_err(out, sequential_scan(**upcast, delta_softplus=True)) <= 1e-5
@@ -144,6 +193,33 @@ def test_gradcheck_fp64():
 
     inputs = tuple(t.clone().requires_grad_(True) for t in x.values())
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, fast_mode=True)
+
+
+def test_loop_gradcheck_fp64():
+    x = make_inputs(1, 2, 2, 9, seed=6)
+    names = list(x)
+
+    def fn(*tensors):  # block 4: the adjoint also flows through the state carried between blocks
+        return selective_scan_loop(**dict(zip(names, tensors, strict=True)), delta_softplus=True, block=4)
+
+    inputs = tuple(t.clone().requires_grad_(True) for t in x.values())
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, fast_mode=True)
+
+
+@pytest.mark.parametrize("block", [1, 7, BLOCK])
+@pytest.mark.parametrize(("batch", "channels", "d_state", "length", "with_", "softplus"), CASES)
+def test_loop_gradients_match_torch_reference(batch, channels, d_state, length, with_, softplus, block):
+    x = make_inputs(batch, channels, d_state, length, with_=with_, softplus=softplus, seed=length)
+    weight = torch.randn(
+        batch, channels, length, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    grads = []
+    for fn in (partial(selective_scan_loop, block=block), selective_scan_torch):
+        leaves = {k: None if v is None else v.clone().requires_grad_(True) for k, v in x.items()}
+        (fn(**leaves, delta_softplus=softplus) * weight).sum().backward()
+        grads.append({k: v.grad for k, v in leaves.items() if v is not None})
+    for name, ref in grads[1].items():
+        assert rel_err(grads[0][name], ref) <= 1e-10, name
 
 
 def test_gradient_matches_sequential_reference():

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from pifnet_infer._utils.device import resolve_device
+from pifnet_infer._utils.threads import physical_cores
 from pifnet_infer.baselines import bicubic, glp_hs
 from pifnet_infer.metrics import psnr, sam
 from pifnet_infer.models import PIFNet
@@ -82,7 +83,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--scenes", default=",".join(PERMISSIVE_SCENES), help="comma-separated shared/data folders"
     )
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the physical cores)")
     p.add_argument(
         "--residual-prior",
         choices=("none", "glp_hs"),
@@ -261,8 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = json.loads((out_dir / "last.json").read_text())
         for key in _RESUMED_ARGS:  # runs from before an option existed keep its default
             setattr(args, key, state["args"].get(key, getattr(args, key)))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or physical_cores())
     setup = get_setup(args.setup)
     scenes = load_scenes(setup, tuple(args.scenes.split(",")), args.data_dir)
     library = load_library(setup, args.data_dir)

@@ -47,6 +47,7 @@ import torch
 
 from pifnet_infer._utils.device import resolve_device, resolve_dtype
 from pifnet_infer._utils.progress import progress_bar
+from pifnet_infer._utils.threads import cpu_threads
 from pifnet_infer._version import __version__
 from pifnet_infer.adapt.init import init_classical_start, transfer_weights, zero_output
 from pifnet_infer.adapt.operators import BlurDecimate
@@ -222,7 +223,7 @@ def adapt(
     dev = resolve_device(device)
     base_model, base_name = _resolve_base(base, int(ratio), msi_bands, bands)
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), cpu_threads():  # at most the physical cores
         torch.manual_seed(seed)
         scene = prepare_scene(lr_np, msi_np, int(ratio), psf=psf, srf=srf, seed=seed)
         use_prior = _wants_prior(prior, base_model, bands, msi_bands)

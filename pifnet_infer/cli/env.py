@@ -41,6 +41,7 @@ def environment() -> list[tuple[str, str]]:
     import torch
 
     from pifnet_infer._utils.optional import try_import
+    from pifnet_infer._utils.threads import physical_cores
     from pifnet_infer._version import __version__
 
     rows = [
@@ -48,6 +49,7 @@ def environment() -> list[tuple[str, str]]:
         ("python", f"{sys.version.split()[0]} ({sys.executable})"),
         ("platform", platform.platform()),
         ("torch", f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})"),
+        ("torch threads", f"{torch.get_num_threads()} (physical cores usable here: {physical_cores()})"),
         ("numpy", _version("numpy")),
     ]
     rasterio = try_import("rasterio")

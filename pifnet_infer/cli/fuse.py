@@ -25,6 +25,14 @@ def auto_or_int(text: str) -> int | str:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def number_or_pair(text: str) -> float | tuple[float, float]:
     """argparse type: ``"1e-4"`` (both inputs) or ``"1e-4,1"`` (HSI, MSI)."""
     try:
@@ -111,6 +119,12 @@ def add_parser(subparsers: Any) -> None:
         choices=("auto", "float32", "bfloat16", "float16"),
         help="compute precision",
     )
+    run.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="CPU threads for torch, at most the physical cores this process may use (default: that many)",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     scene = parser.add_argument_group("scene adaptation (see the README: when to use what)")
     scene.add_argument(
@@ -150,10 +164,11 @@ def run_fuse(args: argparse.Namespace) -> int:
 
     SIGTERM interrupts the run like Ctrl-C: the partial output is removed and the exit code is 130.
     """
+    from pifnet_infer._utils.threads import cpu_threads
     from pifnet_infer.io.geotiff import fuse_geotiff
 
     start = time.perf_counter()
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), cpu_threads(args.threads):
         model = _adapted(args) if args.adapt else args.weights
         out = fuse_geotiff(
             args.hsi, args.msi, args.out, model, hsi_bands=args.hsi_bands, msi_bands=args.msi_bands,

@@ -51,7 +51,9 @@ class VMamba(nn.Module):
         """[B, D, H, W] -> [B, D, H, W]."""
         height, width = x.shape[-2:]
         x, z = self.in_proj(rearrange(x, "b c h w -> b h w c")).chunk(2, dim=-1)
-        x = F.silu(self.conv2d(rearrange(x, "b h w c -> b c h w")))
+        # channels-last all the way: the scan sequences come out position-major without transposes
+        x = rearrange(x, "b h w c -> b c h w").contiguous(memory_format=torch.channels_last)
+        x = F.silu(self.conv2d(x))
 
         u = cross_scan(x)  # [B, 4*d_inner, L], direction-major channel blocks
         delta, B, C = self.x_proj(rearrange(u, "b k l -> b l k")).split(

@@ -9,6 +9,11 @@ For a map of height H and width W (L = H*W) the four sequences are
 
 :func:`cross_scan` stacks them along channels (block k holds direction k); :func:`cross_merge` maps each
 block back to pixels and sums them, i.e. it is the adjoint of :func:`cross_scan`.
+
+Memory layout: both work position-major (channels innermost), as the projections around the scan do.
+:func:`cross_scan` returns a [B, 4*d, L] view of a [B, L, 4*d] buffer, built from a channels-last map without
+transposing the map first; :func:`cross_merge` returns a channels-last [B, d, H, W] map. Inputs of either
+layout are accepted; only the speed differs.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ def cross_scan(x: torch.Tensor) -> torch.Tensor:
         raise ShapeMismatchError(
             f"cross_scan expects a feature map [B, d, H, W], got shape {tuple(x.shape)!r}"
         )
-    rows = rearrange(x, "b d h w -> b d (h w)")
-    columns = rearrange(x, "b d h w -> b d (w h)")
-    return torch.cat([rows, columns, rows.flip(-1), columns.flip(-1)], dim=1)
+    pixels = rearrange(x, "b d h w -> b h w d")  # a view for a channels-last map
+    rows = rearrange(pixels, "b h w d -> b (h w) d")
+    columns = rearrange(pixels, "b h w d -> b (w h) d")
+    return torch.cat([rows, columns, rows.flip(1), columns.flip(1)], dim=2).transpose(1, 2)
 
 
 def cross_merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -62,9 +68,10 @@ def cross_merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
         raise ShapeMismatchError(
             f"cross_merge expects [B, 4*d, height*width] = [B, 4*d, {height * width}], got shape {tuple(y.shape)!r}"
         )
-    y0, y1, y2, y3 = y.chunk(4, dim=1)
-    rows = y0 + y2.flip(-1)
-    columns = y1 + y3.flip(-1)
-    return rearrange(rows, "b d (h w) -> b d h w", h=height) + rearrange(
-        columns, "b d (w h) -> b d h w", h=height
+    y0, y1, y2, y3 = y.transpose(1, 2).chunk(4, dim=2)  # [B, L, d] each
+    rows = y0 + y2.flip(1)
+    columns = y1 + y3.flip(1)
+    merged = rearrange(rows, "b (h w) d -> b h w d", h=height) + rearrange(
+        columns, "b (w h) d -> b h w d", h=height
     )
+    return rearrange(merged, "b h w d -> b d h w")

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from pifnet_infer._utils.progress import progress_bar
+from pifnet_infer._utils.threads import cpu_threads
 from pifnet_infer.tiling.blend import BlendMode, BlendWindows
 from pifnet_infer.tiling.grid import Tile, TileGrid
 from pifnet_infer.tiling.protocols import Sink, Source, Window
@@ -419,7 +420,8 @@ def run_tiles(
 
     Returns:
         :class:`RunStats`. Memory: on the device about ``batch_size`` tiles of activations; on the
-        host what the Source and Sink hold plus two batches of tiles in flight.
+        host what the Source and Sink hold plus two batches of tiles in flight. Torch's CPU threads are
+        capped at the physical cores for the run (:func:`pifnet_infer._utils.threads.cpu_threads`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -445,7 +447,7 @@ def run_tiles(
     lr_row_offset = 0
     start = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), cpu_threads():
             while True:
                 try:
                     engine.run_pass(grid, lr_row_offset)

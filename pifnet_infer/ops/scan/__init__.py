@@ -1,4 +1,4 @@
-"""Selective scan (the S6 recurrence of Mamba) behind one function with three backends.
+"""Selective scan (the S6 recurrence of Mamba) behind one function with four backends.
 
 ==========  ==========================================================  =================================
 backend     implementation                                              runs on
@@ -7,6 +7,8 @@ backend     implementation                                              runs on
 ``triton``  fused Triton kernel (:mod:`._triton`), forward only         CUDA (CPU under TRITON_INTERPRET=1,
                                                                         tests only, never chosen
                                                                         automatically)
+``loop``    per-position loop on contiguous blocks (:mod:`._loop`),     any device (picked on the CPU),
+            hand-written backward                                       differentiable
 ``torch``   chunked pure PyTorch (:mod:`._torch`), the reference        any device, differentiable
 ==========  ==========================================================  =================================
 
@@ -68,6 +70,13 @@ _REGISTRY = register(
                 auto_devices=frozenset({"cuda"}),
                 dtypes=_FAST_DTYPES,
                 differentiable=False,
+            ),
+            Backend(
+                name="loop",
+                load=lazy(f"{_PACKAGE}._loop", "selective_scan_loop"),
+                probe=lambda: None,
+                supports=lambda device: True,
+                auto_devices=frozenset({"cpu"}),
             ),
             Backend(
                 name="torch",
@@ -159,7 +168,7 @@ def selective_scan(
         z: gate [batch, channels, length], or ``None``.
         delta_bias: [channels] added to ``delta`` before the softplus, or ``None``.
         delta_softplus: apply softplus to ``delta``.
-        backend: ``"torch"``, ``"triton"``, ``"mamba"``, or ``None``/``"auto"`` (see module docstring).
+        backend: ``"torch"``, ``"loop"``, ``"triton"``, ``"mamba"``, or ``None``/``"auto"`` (see module docstring).
 
     Returns:
         y [batch, channels, length], float32 whatever the input dtype (float64 for float64 ``u``); the
