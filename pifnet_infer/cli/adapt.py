@@ -60,7 +60,10 @@ def _run(args: argparse.Namespace) -> int:
     from pifnet_infer.io.atomic import check_output_path
 
     start = time.perf_counter()
-    out = check_output_path(args.out, overwrite=args.overwrite)
+    base_file = args.base if Path(args.base).is_file() else None
+    out = check_output_path(
+        args.out, overwrite=args.overwrite, inputs={"--hsi": args.hsi, "--msi": args.msi, "--base": base_file}
+    )
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors, got {str(args.out)!r}")
     hsi, wavelengths = read_image(args.hsi, "HSI")

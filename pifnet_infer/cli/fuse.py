@@ -172,7 +172,8 @@ def _adapted(args: argparse.Namespace) -> Any:
     from pifnet_infer.io.atomic import check_output_path
     from pifnet_infer.io.rasters import read_scene_pair
 
-    check_output_path(args.out, overwrite=args.overwrite)  # refuse before minutes of training
+    # refuse before minutes of training
+    check_output_path(args.out, overwrite=args.overwrite, inputs={"--hsi": args.hsi, "--msi": args.msi})
     pair = read_scene_pair(
         args.hsi,
         args.msi,

@@ -147,6 +147,12 @@ def read_vector(path: Path, key: str) -> np.ndarray:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pifnet_infer.io.atomic import check_not_input
+
+    inputs = {"--reference": args.reference, "--wavelengths": args.wavelengths, "--fwhm": args.fwhm}
+    for out in (args.out_hsi, args.out_msi, args.out_reference):
+        if out is not None:
+            check_not_input(out, inputs)
     ref = load_reference(args)
     cropped, lr, msi = simulate_from_args(ref, args)
     np.save(args.out_hsi, lr)

@@ -15,25 +15,64 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 _logger = logging.getLogger(__name__)
 
 
-def check_output_path(out_path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+PathArg = str | os.PathLike[str]
+
+
+def same_file(a: PathArg, b: PathArg) -> bool:
+    """Whether two paths name one file: after ``..``, symlinks and, when both exist, hard links (device + inode)."""
+    first, second = Path(a).expanduser(), Path(b).expanduser()
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
+
+
+def check_not_input(out_path: PathArg, inputs: Mapping[str, PathArg | None]) -> None:
+    """Refuse an output that is one of the inputs, so that no run ever replaces what it reads.
+
+    Args:
+        out_path: the file to write.
+        inputs: what the run reads, by the name the user knows it by (``"--hsi"``, ``"reference"``);
+            None values are skipped.
+
+    Raises:
+        ValueError: ``out_path`` is the same file as an input (the message names it).
+    """
+    for name, path in inputs.items():
+        if path is not None and same_file(out_path, path):
+            raise ValueError(
+                f"output {str(out_path)!r} is the input {name} {str(path)!r}; an input is never replaced, "
+                "even with overwrite: write to another path"
+            )
+
+
+def check_output_path(
+    out_path: PathArg, *, overwrite: bool = False, inputs: Mapping[str, PathArg | None] | None = None
+) -> Path:
     """Check that ``out_path`` can be written, without creating anything.
+
+    Args:
+        out_path: the file to write.
+        overwrite: allow replacing an existing file (never one of ``inputs``).
+        inputs: the files the run reads, by name (see :func:`check_not_input`).
 
     Returns:
         The output path as an absolute :class:`~pathlib.Path`.
 
     Raises:
+        ValueError: the output is one of ``inputs``.
         FileExistsError: the output exists and ``overwrite`` is False.
         IsADirectoryError: the output path is a folder.
         FileNotFoundError: the output's folder does not exist.
     """
     out = Path(out_path).expanduser().absolute()
+    check_not_input(out, inputs or {})
     if out.is_dir():
         raise IsADirectoryError(
             f"output path {str(out)!r} is a folder; pass a file name such as {str(out / 'fused.tif')!r}"

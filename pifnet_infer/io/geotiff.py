@@ -283,6 +283,7 @@ def fuse_geotiff(
     Raises:
         FileNotFoundError: an input or the output folder does not exist.
         FileExistsError: ``out_path`` exists and ``overwrite`` is False.
+        ValueError: ``out_path`` is one of the inputs (refused even with ``overwrite``).
         OSError: an input is not a raster GDAL can read.
         GridMismatchError: CRS missing or different, non-integer ratio, misaligned grids, MSI too small.
         ShapeMismatchError: band index out of range, or the model does not fit the selected bands/ratio.
@@ -299,7 +300,7 @@ def fuse_geotiff(
     if align not in ("error", "resample"):
         raise ValueError(f"align must be 'error' or 'resample', got {align!r}")
     dtype_out = _out_dtype(out_dtype)
-    out = check_output_path(out_path, overwrite=overwrite)
+    out = check_output_path(out_path, overwrite=overwrite, inputs={"HSI": hsi_path, "MSI": msi_path})
     check_batch_size(batch_size)
     (s_hsi, s_msi), (o_hsi, o_msi) = _pair_arg(scale, "scale"), _pair_arg(offset, "offset")
     with contextlib.ExitStack() as stack:

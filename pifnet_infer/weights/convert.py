@@ -18,6 +18,7 @@ import torch
 
 from pifnet_infer.config import PRESETS, PIFNetConfig, get_preset
 from pifnet_infer.errors import CheckpointMismatchError
+from pifnet_infer.io.atomic import check_output_path
 
 _logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def convert_checkpoint(
         CheckpointMismatchError: unreadable checkpoint, other band counts than the preset (the
             message names the presets that fit), or missing / unexpected / mis-shaped keys (listed).
         FileExistsError: ``out_path`` exists and ``overwrite`` is False.
+        ValueError: ``out_path`` is ``in_path`` (refused even with ``overwrite``).
     """
     from pifnet_infer.weights import save_state_dict
 
@@ -67,8 +69,7 @@ def convert_checkpoint(
     source, target = Path(in_path), Path(out_path)
     if target.suffix != ".safetensors":
         raise ValueError(f"expected an output path ending in .safetensors, got {str(target)!r}")
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{str(target)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    check_output_path(target, overwrite=overwrite, inputs={"checkpoint": source})
     state = read_official_checkpoint(source)
     check_band_counts(state, config, preset=preset)
     expected = _expected_shapes(config)
