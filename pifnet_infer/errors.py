@@ -54,3 +54,7 @@ class BackendUnavailableError(PifnetError, RuntimeError):
 
 class PifnetPerformanceWarning(UserWarning):
     """A run landed on a slow path that a different setting would avoid."""
+
+
+class ValueRangeError(PifnetError, ValueError):
+    """Input values far outside a weight's range, or a model output that is not finite or absurd (units/scale)."""

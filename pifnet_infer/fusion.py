@@ -24,9 +24,12 @@ from pifnet_infer._utils.device import DTypeArg, resolve_dtype
 from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.prepare import (
     ModelArg,
+    affine_range,
     check_batch_size,
+    check_input_range,
     model_input_affine,
     model_srf_matrix,
+    output_guard,
     resolve_model,
     resolve_tiling,
     with_refinement,
@@ -278,6 +281,8 @@ def fuse(
         ShapeMismatchError: wrong ndim, sizes, ratio or band counts (the message names what fits).
         ValueError: integer inputs without ``scale``, infinite values, no valid pixel, bad tiling
             arguments, no single weight for ``model="auto"``.
+        ValueRangeError: inputs far outside the weight's ``input_range`` (before any compute), or a
+            model output that is NaN, infinite or absurd (the inputs' units or scale are likely wrong).
         TypeError: inputs of different kinds, or not arrays.
         SpectralCoverageError: ``hsi_wavelengths_nm`` and the model's band grid do not cover each other.
 
@@ -311,6 +316,10 @@ def fuse(
             f"the inputs have missing pixels and out has integer dtype {buffer.dtype}; pass nodata="
         )
 
+    for scan, name, s, o in ((scans[0], "lr_hsi", s_hsi, o_hsi), (scans[1], "hr_msi", s_msi, o_msi)):
+        check_input_range(
+            net, affine_range(scan.low, scan.high, s, o), name=name, scale=None if scale is None else s
+        )
     m_a, m_b = model_input_affine(net)  # model input = m_a * value + m_b
     source = ArraySource(
         ArrayInput(lr, layout, s_hsi * m_a, o_hsi * m_a + m_b, scans[0].invalid, scans[0].fill),
@@ -321,7 +330,10 @@ def fuse(
         buffer,
         (prep.hsi_bands, h * prep.ratio, w * prep.ratio),
         layout=layout,
-        postprocess=array_postprocess(source, buffer.dtype, nodata),
+        postprocess=output_guard(
+            array_postprocess(source, buffer.dtype, nodata),
+            affine_range(scans[0].low, scans[0].high, source.lr.scale, source.lr.offset),
+        ),
     )
     if batch_size == "auto":
         batch_size = auto_batch_size(net, source, tile, device=compute, dtype=compute_dtype)

@@ -88,9 +88,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     model.save(out)
     h = model.history
-    best = min(h.val_loss) if h.val_loss else float("nan")
     print(
-        f"wrote {out}: {h.steps} steps ({h.stop_reason}), best held-out L1 {best:.4g} at step {h.best_step}, "
+        f"wrote {out}: {h.steps} steps ({h.stop_reason}), best held-out L1 {h.best_val_loss:.4g} at step "
+        f"{h.best_step}, "
         f"PSF {h.psf}, SRF {h.srf}, base {model.provenance.get('base') or 'none (from scratch)'}, "
         f"prior {'GLP-HS + refinement' if model.prior is not None else 'none'}, "
         f"{time.perf_counter() - start:.1f} s"

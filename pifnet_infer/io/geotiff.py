@@ -39,8 +39,11 @@ from pifnet_infer.io.raster_io import (
 from pifnet_infer.io.rasters import Align, align_msi, open_raster
 from pifnet_infer.prepare import (
     ModelArg,
+    affine_range,
     check_batch_size,
+    check_input_range,
     model_input_affine,
+    output_guard,
     resolve_model,
     resolve_tiling,
     with_refinement,
@@ -288,6 +291,8 @@ def fuse_geotiff(
         GridMismatchError: CRS missing or different, non-integer ratio, misaligned grids, MSI too small.
         ShapeMismatchError: band index out of range, or the model does not fit the selected bands/ratio.
         ValueError: bad arguments, integer rasters without scale, infinite values, no valid pixel.
+        ValueRangeError: inputs far outside the weight's ``input_range`` (before any compute), or a model
+            output that is NaN, infinite or absurd (nothing is written).
 
     Example:
         >>> fuse_geotiff("lr_hsi.tif", "hr_msi.tif", "fused.tif", model="pifnet-chikusei-x4")  # doctest: +SKIP
@@ -332,6 +337,15 @@ def fuse_geotiff(
             ),
             pair.ratio,
         )
+        for inp, phys, name, user_scale in (
+            (source.hsi, hsi_phys, "HSI", s_hsi),
+            (source.msi, msi_phys, "MSI", s_msi),
+        ):
+            observed = affine_range(inp.low, inp.high, phys[0], phys[1])
+            check_input_range(net, observed, name=name, scale=user_scale)
+        lr_range = affine_range(
+            source.hsi.low, source.hsi.high, source.hsi.scale.ravel(), source.hsi.offset.ravel()
+        )
         missing = source.hsi.flagged_rows is not None or source.msi.flagged_rows is not None
         fill, out_nodata = _output_nodata(dtype_out, nodata, hsi, missing)
         if batch_size == "auto":
@@ -354,13 +368,14 @@ def fuse_geotiff(
         tmp = stack.enter_context(atomic_output(out, overwrite=overwrite))
         target = tmp.scratch("tiled.tif") if cog else tmp.path
         profile = _output_profile(pair, hsi.count, dtype_out, out_nodata)
+        postprocess = output_guard(raster_postprocess(source, dtype_out, fill), lr_range)
         was_training = net.training
         net.eval()
         try:
             with rasterio.open(target, "w", **profile) as dst:
                 _write_metadata(dst, hsi_ds, hsi, hsi_phys, getattr(net, "weight_entry", None), tags)
                 run_tiles(
-                    net, source, RasterSink(dst, raster_postprocess(source, dtype_out, fill)), tile_size=tile,
+                    net, source, RasterSink(dst, postprocess), tile_size=tile,
                     overlap=lap, blend="cosine" if lap else "none", batch_size=batch_size, device=compute,
                     dtype=compute_dtype, progress=progress, callback=callback,
                 )  # fmt: skip

@@ -42,6 +42,8 @@ class RasterInput:
         nodata: raw nodata value, or None (NaN is always missing in float rasters).
         fill: float32 (bands,) raw value written at missing pixels, or None when there are none.
         flagged_rows: bool (height,), rows holding a missing pixel, or None when there are none.
+        low: float64 (bands,), per-band minimum of the valid pixels (raw units), once scanned.
+        high: float64 (bands,), per-band maximum of the valid pixels (raw units), once scanned.
         lock: serialises reads: the engine reads tiles in a background thread while the Sink reads
             missing-pixel masks in the main thread, and a GDAL dataset must not be used by two at once.
     """
@@ -55,6 +57,8 @@ class RasterInput:
     nodata: float | None = None
     fill: np.ndarray | None = None
     flagged_rows: np.ndarray | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def read_raw(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
@@ -243,17 +247,18 @@ def raster_postprocess(source: RasterSource, dtype: np.dtype[Any], fill: float) 
 
 
 def scan_input(inp: RasterInput, name: str) -> RasterInput:
-    """Find rows with missing pixels and the per-band mean of valid pixels (raw units), a few rows at a time.
+    """Find rows with missing pixels, the per-band mean, minimum and maximum of valid pixels (raw units).
+
+    Reads the input a few rows at a time.
 
     Raises:
         ValueError: infinite values, or no valid pixel.
     """
     dtype = np.dtype(inp.dataset.dtypes[inp.indexes[0] - 1])
-    if dtype.kind != "f" and inp.nodata is None:
-        return inp
     height, width = inp.shape
     step = max(1, _SCAN_ELEMENTS // max(1, len(inp.indexes) * width))
     total = np.zeros(len(inp.indexes), dtype=np.float64)
+    low, high = np.full(len(inp.indexes), np.inf), np.full(len(inp.indexes), -np.inf)
     n_valid = 0
     flagged = np.zeros(height, dtype=bool)
     for r0 in range(0, height, step):
@@ -270,14 +275,19 @@ def scan_input(inp: RasterInput, name: str) -> RasterInput:
         bad = inp.missing(raw)
         if bad is None or not bad.any():
             total += raw.sum(axis=(1, 2), dtype=np.float64)
+            low, high = np.minimum(low, raw.min(axis=(1, 2))), np.maximum(high, raw.max(axis=(1, 2)))
             n_valid += raw.shape[1] * raw.shape[2]
             continue
         flagged[r0:r1] = bad.any(axis=1)
-        total += np.where(bad, 0, raw).sum(axis=(1, 2), dtype=np.float64)
         n_valid += int(bad.size - bad.sum())
+        if bad.all():
+            continue
+        valid = raw[:, ~bad]
+        total += valid.sum(axis=1, dtype=np.float64)
+        low, high = np.minimum(low, valid.min(axis=1)), np.maximum(high, valid.max(axis=1))
     if n_valid == 0:
         raise ValueError(f"the {name} has no valid pixel: every pixel is NaN or nodata={inp.nodata!r}")
     if not flagged.any():
-        return inp
+        return replace(inp, low=low, high=high)
     fill = (total / n_valid).astype(np.float32)
-    return replace(inp, fill=fill, flagged_rows=flagged)
+    return replace(inp, fill=fill, flagged_rows=flagged, low=low, high=high)

@@ -51,10 +51,14 @@ class ScanResult:
     Attributes:
         invalid: bool (H, W), True where any band is NaN or ``nodata``; None when no pixel is.
         fill: float64 (bands,), per-band mean of the valid pixels (raw units), used at invalid pixels.
+        low: float64 (bands,), per-band minimum of the valid pixels (raw units).
+        high: float64 (bands,), per-band maximum of the valid pixels (raw units).
     """
 
     invalid: np.ndarray | None
     fill: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
 
 def scan_array(array: np.ndarray, layout: Layout, nodata: float | None, *, name: str) -> ScanResult:
@@ -76,6 +80,7 @@ def scan_array(array: np.ndarray, layout: Layout, nodata: float | None, *, name:
     is_float = np.issubdtype(array.dtype, np.floating)
     invalid: np.ndarray | None = None  # allocated at the first missing pixel
     total = np.zeros(bands, dtype=np.float64)
+    low, high = np.full(bands, np.inf), np.full(bands, -np.inf)
     n_invalid = 0
     for r0 in range(0, height, rows_per_chunk):
         rows = slice(r0, r0 + rows_per_chunk)
@@ -95,13 +100,20 @@ def scan_array(array: np.ndarray, layout: Layout, nodata: float | None, *, name:
                 invalid = np.zeros((height, width), dtype=bool)
             invalid[rows] = bad
             n_invalid += int(bad.sum())
-            total += np.array([band[~bad].sum(dtype=np.float64) for band in block])
+            if bad.all():
+                continue
+            valid = [band[~bad] for band in block]
+            total += np.array([v.sum(dtype=np.float64) for v in valid])
+            low = np.minimum(low, [v.min() for v in valid])
+            high = np.maximum(high, [v.max() for v in valid])
         else:
             total += block.sum(axis=(1, 2), dtype=np.float64)
+            low = np.minimum(low, block.min(axis=(1, 2)))
+            high = np.maximum(high, block.max(axis=(1, 2)))
     n_valid = height * width - n_invalid
     if n_valid == 0:
         raise ValueError(f"{name} has no valid pixel: every pixel is NaN or nodata={nodata!r}")
-    return ScanResult(invalid, total / n_valid)
+    return ScanResult(invalid, total / n_valid, low, high)
 
 
 @dataclass(frozen=True)
