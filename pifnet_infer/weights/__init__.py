@@ -264,8 +264,8 @@ def load_model(
         WeightsNotFoundError: unknown name (available names listed), missing file, or not cached
             while offline (the message names ``pifnet-infer weights download NAME``).
         ChecksumMismatchError: the file's sha256 differs from the manifest.
-        CheckpointMismatchError: the file's config differs from the manifest's, or its keys/shapes
-            differ from the model's.
+        CheckpointMismatchError: the file's config differs from the manifest's, its keys/shapes
+            differ from the model's, or a tensor holds NaN or infinite values (named).
 
     .. versionadded:: 0.1
     """
@@ -348,11 +348,12 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
     """Build a CPU fp32 PIFNet from a weight file already verified by the caller (no cache, no sha check).
 
     Raises:
-        CheckpointMismatchError: config differs from ``entry.config``, or keys/shapes differ.
+        CheckpointMismatchError: config differs from ``entry.config``, keys/shapes differ, or a tensor
+            holds NaN or infinite values.
     """
     from safetensors.torch import load_file
 
-    from pifnet_infer.weights.convert import state_dict_differences
+    from pifnet_infer.weights.convert import check_finite, state_dict_differences
 
     header = _read_header(path)
     config = _config_from_header(header, path)
@@ -372,6 +373,7 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
             f"{str(path)!r} does not fit PIFNet({config}): {len(differences)} difference(s):\n  "
             + "\n  ".join(differences)
         )
+    check_finite(state, path)
     model.load_state_dict(state, strict=True)
     return model
 
