@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +21,13 @@ import numpy as np
 import pytest
 import torch
 from test_geotiff import PICK, RATIO, simulate, tiny_model, write_pair
+from torch import nn
 
 from pifnet_infer.cli import main
+from pifnet_infer.config import PIFNetConfig
 from pifnet_infer.data import load_sample
+from pifnet_infer.errors import CheckpointMismatchError, ValueRangeError
+from pifnet_infer.fusion import fuse
 from pifnet_infer.io.geotiff import fuse_geotiff
 from pifnet_infer.weights import clear_model_cache, save_weights
 
@@ -70,12 +76,55 @@ def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lr[pick], msi, s.wavelengths_nm[pick]
 
 
+def manifest_entry(path: Path, model: nn.Module, wavelengths: np.ndarray) -> dict[str, object]:
+    """A manifest entry for a local test weight, with a reflectance ``input_range``."""
+    return {
+        "name": NAME, "repo_id": "test/tiny", "filename": path.name, "revision": None,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "size_bytes": path.stat().st_size,
+        "format": "safetensors", "config": model.config.to_dict(),
+        "hsi_wavelengths_nm": [float(w) for w in wavelengths], "hsi_fwhm_nm": None,
+        "msi_srf": "band-group-means", "msi_bands_description": None,
+        "input_range": {"scale": 1.0, "offset": 0.0, "min": 0.0, "max": 1.0, "units": "reflectance"},
+        "training": {"data": "none", "protocol": "random init", "command": "none", "commit": "none"},
+        "metrics": {"protocol": "none"}, "licence": "MIT", "bundled": False,
+        "description": "random-init test weight", "model_card": None,
+    }  # fmt: skip
+
+
 @pytest.fixture
-def scene(tmp_path: Path, pair) -> Scene:
+def scene(tmp_path: Path, pair, monkeypatch) -> Scene:
+    """The scene, a x10000 copy in ``big/``, and a manifest holding the tiny weight as :data:`NAME`."""
     lr, msi, wavelengths = pair
     hsi_path, msi_path = write_pair(tmp_path, lr, msi, wavelengths=wavelengths)
-    weights = save_weights(tiny_model(), tmp_path / "tiny.safetensors")
+    (tmp_path / "big").mkdir()
+    write_pair(tmp_path / "big", lr * 10000, msi * 10000, wavelengths=wavelengths)
+    (tmp_path / "weights").mkdir()
+    model = tiny_model()
+    weights = save_weights(model, tmp_path / "weights" / "tiny.safetensors")
+    manifest = tmp_path / "weights_manifest.json"
+    entry = manifest_entry(weights, model, wavelengths)
+    manifest.write_text(json.dumps({"schema_version": 1, "weights": [entry]}))
+    monkeypatch.setenv("PIFNET_WEIGHTS_MANIFEST", str(manifest))
     return Scene(tmp_path, hsi_path, msi_path, weights, lr, msi, wavelengths)
+
+
+class Broken(nn.Module):
+    """The tiny model's interface, returning ``value`` everywhere (NaN, inf, or absurdly large)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.config = PIFNetConfig(hsi_bands=len(PICK), msi_bands=3, ratio=RATIO, dim=4, d_state=2, expand=1)
+        self.value = value
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def forward(self, lr: torch.Tensor, msi: torch.Tensor) -> torch.Tensor:
+        r = self.config.ratio
+        return self.gain * 0 * lr.repeat_interleave(r, 2).repeat_interleave(r, 3) + self.value
+
+
+def _geotiff(s: Scene, model: object, folder: str = "", **kwargs: object) -> Path:
+    base = s.folder / folder
+    return fuse_geotiff(base / "hsi.tif", base / "msi.tif", s.folder / "out.tif", model, progress=False, **kwargs)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
@@ -114,11 +163,28 @@ CATALOGUE = [
         overwrite=True, progress=False), ValueError, "is the input HSI"),
     Bad("cli-adapt-out-is-base", lambda s: cli("adapt", "--hsi", s.hsi, "--msi", s.msi, "--base", s.weights,
         "--out", s.weights, "--overwrite"), CliFailed, "is the input --base"),
-    Bad("cli-convert-out-is-in", lambda s: cli("convert", _pth(s), _pth(s), "--preset", "chikusei",
-        "--overwrite"), CliFailed, "is the input checkpoint"),
+    Bad("cli-convert-out-is-in", lambda s: cli("convert", _weights_copy(s), _weights_copy(s), "--preset",
+        "chikusei", "--overwrite"), CliFailed, "is the input checkpoint"),
     Bad("cli-simulate-out-is-reference", lambda s: cli("simulate", "--reference", _npy(s), "--ratio", 4, "--srf",
         "sentinel2a-10m", "--out-hsi", _npy(s), "--out-msi", s.folder / "m.npy"), CliFailed,
         "is the input --reference"),
+    # 2. inputs far outside the weight's range are refused before compute; garbage output is never written
+    Bad("api-x10000-input", lambda s: _geotiff(s, NAME, "big"), ValueRangeError, "pass scale=0.0001"),
+    Bad("api-x10000-arrays", lambda s: fuse(s.lr * 10000, s.hr_msi * 10000, NAME, progress=False),
+        ValueRangeError, "lr_hsi values span [-452.3, 7046]"),
+    Bad("cli-x10000-input", lambda s: cli("fuse", "--hsi", s.folder / "big" / "hsi.tif", "--msi",
+        s.folder / "big" / "msi.tif", "--out", s.folder / "out.tif", "--weights", NAME, "--no-progress"),
+        CliFailed, "expects [0, 1] (reflectance)"),
+    Bad("api-nan-output", lambda s: _geotiff(s, Broken(math.nan)), ValueRangeError, "returned NaN or infinite"),
+    Bad("api-inf-output", lambda s: _geotiff(s, Broken(math.inf), cog=True), ValueRangeError, "NaN or infinite"),
+    Bad("api-absurd-output", lambda s: _geotiff(s, Broken(1.2e29)), ValueRangeError, "units or a scale"),
+    Bad("arrays-absurd-output", lambda s: fuse(s.lr, s.hr_msi, Broken(-5e3), progress=False), ValueRangeError,
+        "returned values in [-5000, -5000]"),
+    # 3. non-finite weights are refused at load and at conversion, naming the tensor
+    Bad("api-nan-weights", lambda s: _geotiff(s, _nan_weights(s)), CheckpointMismatchError,
+        "NaN or infinite values in 1 tensor(s): hsi_head.net.0.weight"),
+    Bad("cli-convert-nan", lambda s: cli("convert", _pth(s, math.nan), s.folder / "out.safetensors", "--preset",
+        "chikusei"), CliFailed, "NaN or infinite values in 1 tensor(s): w;"),
 ]  # fmt: skip
 
 
@@ -130,10 +196,30 @@ def _link(s: Scene, kind: str) -> Path:
     return link
 
 
-def _pth(s: Scene) -> Path:
-    path = s.folder / "official.safetensors"
+def _pth(s: Scene, value: float = 0.0) -> Path:
+    """A checkpoint holding one tensor ``w`` filled with ``value``."""
+    path = s.folder / f"official-{value}.pth"
     if not path.exists():
-        torch.save({"w": torch.zeros(2)}, path)
+        torch.save({"w": torch.full((2,), value)}, path)
+    return path
+
+
+def _weights_copy(s: Scene) -> Path:
+    """A copy of the tiny weight (torch.load reads safetensors too, so convert may take one)."""
+    path = s.folder / "copy.safetensors"
+    if not path.exists():
+        path.write_bytes(s.weights.read_bytes())
+    return path
+
+
+def _nan_weights(s: Scene) -> Path:
+    """The tiny weight with one NaN in ``hsi_head.net.0.weight``."""
+    path = s.folder / "nan.safetensors"
+    if not path.exists():
+        model = tiny_model()
+        with torch.no_grad():
+            model.hsi_head.net[0].weight[0, 0, 0, 0] = math.nan
+        save_weights(model, path)
     return path
 
 
@@ -148,7 +234,7 @@ def _npy(s: Scene) -> Path:
 def test_bad_input_catalogue(case: Bad, scene: Scene) -> None:
     for kind in ("symlink", "hardlink"):  # inputs some cases point at, made before the snapshot
         _link(scene, kind)
-    _pth(scene), _npy(scene)
+    _pth(scene), _pth(scene, math.nan), _npy(scene), _nan_weights(scene), _weights_copy(scene)
     before = snapshot(scene.folder)
     clear_model_cache()
     with pytest.raises(case.error) as caught:
@@ -172,3 +258,31 @@ def test_same_file_sees_through_dotdot_symlinks_and_hard_links(tmp_path: Path) -
     assert same_file(tmp_path / "hard.tif", a)
     assert same_file(tmp_path / "soft.tif", a)
     assert not same_file(tmp_path / "new.tif", a)
+
+
+def test_adapt_refuses_to_save_a_diverged_model(tmp_path: Path) -> None:
+    from pifnet_infer.adapt.network import AdaptedModel
+
+    model = AdaptedModel(tiny_model().config)
+    model.history.val_steps, model.history.val_loss = [0, 20], [math.nan, math.nan]
+    with pytest.raises(ValueRangeError, match="validation loss is nan"):
+        model.save(tmp_path / "adapted.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    model.history.val_loss = [math.nan, 0.5]
+    model.history.best_step = 20
+    model.save(tmp_path / "adapted.safetensors")  # the returned weights are those of a finite score
+
+
+def test_in_range_inputs_and_a_sane_model_pass(scene: Scene) -> None:
+    out = fuse(scene.lr * 1.3, scene.hr_msi, NAME, progress=False)  # a little beyond [0, 1] is fine
+    assert np.isfinite(out).all()
+
+
+def test_weights_verify_reports_non_finite_tensors(scene: Scene) -> None:
+    with pytest.raises(CliFailed) as caught:
+        cli("weights", "verify", _nan_weights(scene))
+    assert caught.value.code == 1
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["weights", "verify", str(_nan_weights(scene))])
+    assert "NaN or infinite values in 1 tensor(s): hsi_head.net.0.weight" in out.getvalue()
