@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -185,7 +186,27 @@ CATALOGUE = [
         "NaN or infinite values in 1 tensor(s): hsi_head.net.0.weight"),
     Bad("cli-convert-nan", lambda s: cli("convert", _pth(s, math.nan), s.folder / "out.safetensors", "--preset",
         "chikusei"), CliFailed, "NaN or infinite values in 1 tensor(s): w;"),
+    # 5. every CLI error is one line, exit 1 (2 for usage), nothing left behind
+    Bad("cli-device-foo", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--device", "foo"), CliFailed,
+        "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'foo'"),
+    Bad("cli-usage", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--tile-size", "x"), CliFailed,
+        "(see pifnet-infer fuse --help)"),
 ]  # fmt: skip
+
+if not torch.cuda.is_available():
+    CATALOGUE += [
+        Bad("cli-cuda-on-cpu", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--device", "cuda"), CliFailed,
+            "asks for CUDA"),
+        Bad("cli-demo-cuda-on-cpu", lambda s: _bundled(cli, "demo", "--out-dir", s.folder / "demo", "--device",
+            "cuda"), CliFailed, "asks for CUDA"),
+    ]  # fmt: skip
+
+
+def _bundled(call: Callable[..., object], *args: object) -> object:
+    """``call(*args)`` with the package's own manifest instead of the scene's."""
+    with mock.patch.dict(os.environ):
+        os.environ.pop("PIFNET_WEIGHTS_MANIFEST", None)
+        return call(*args)
 
 
 def _link(s: Scene, kind: str) -> Path:
@@ -286,3 +307,18 @@ def test_weights_verify_reports_non_finite_tensors(scene: Scene) -> None:
     with contextlib.redirect_stdout(out):
         main(["weights", "verify", str(_nan_weights(scene))])
     assert "NaN or infinite values in 1 tensor(s): hsi_head.net.0.weight" in out.getvalue()
+
+
+def test_unexpected_errors_are_one_line_too(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pifnet_infer.io.geotiff
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("first line\nsecond line")
+
+    monkeypatch.setattr(pifnet_infer.io.geotiff, "fuse_geotiff", boom)
+    with pytest.raises(CliFailed) as caught:
+        _fuse_cli(scene, "--out", scene.folder / "out.tif")
+    assert caught.value.code == 1
+    assert caught.value.err == (
+        "pifnet-infer fuse: error: RuntimeError: first line; second line (run with --debug for the traceback)\n"
+    )
