@@ -13,7 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,8 @@ DEFAULT_TILE = 128
 INPUT_RANGE_SLACK = 2.0
 #: model outputs lying this many widths of the LR-HSI's value range beyond it are garbage, not a fusion
 OUTPUT_RANGE_SLACK = 10.0
+#: an integer output must resolve the data's range in at least this many steps (fewer for narrow dtypes)
+INTEGER_OUTPUT_STEPS = 1000
 
 
 def describe_entries(entries: Sequence[WeightEntry]) -> str:
@@ -384,3 +386,40 @@ def output_guard(postprocess: RowPostprocess, lr_range: tuple[float, float]) -> 
         return postprocess(row0, values)
 
     return guarded
+
+
+def check_integer_output(
+    dtype: np.dtype[Any], observed: tuple[float, float], scale: float, offset: float, *, fix: str
+) -> None:
+    """Refuse an integer output that would destroy the data: steps too coarse for its range, or range too small.
+
+    Args:
+        dtype: the output dtype (anything but an integer dtype passes).
+        observed: (min, max) of the data in physical units.
+        scale: physical units per stored integer step (physical = stored * scale + offset).
+        offset: see ``scale``.
+        fix: how to fix it, with ``{suggested}`` standing for a power-of-ten scale that fits the data.
+
+    Raises:
+        ValueError: fewer than :data:`INTEGER_OUTPUT_STEPS` steps (a quarter of the dtype's for narrow
+            dtypes) over the data's range, or values beyond the dtype's range.
+    """
+    lo, hi = observed
+    if dtype.kind not in "iu" or not (math.isfinite(lo) and math.isfinite(hi)):
+        return
+    info = np.iinfo(dtype)
+    stored = sorted(((lo - offset) / scale, (hi - offset) / scale))
+    peak = max(abs(lo - offset), abs(hi - offset))
+    suggested = 10.0 ** math.ceil(math.log10(peak / info.max)) if peak > 0 else 1.0
+    advice = fix.format(suggested=f"{suggested:g}")
+    steps = min(INTEGER_OUTPUT_STEPS, (int(info.max) - int(info.min)) // 4)
+    if hi > lo and stored[1] - stored[0] < steps:
+        raise ValueError(
+            f"a {dtype} output stores whole multiples of {scale:g} but the values span [{lo:.4g}, {hi:.4g}]: "
+            f"{stored[1] - stored[0]:.3g} steps, the data would be lost; {advice}"
+        )
+    if stored[0] < info.min or stored[1] > info.max:
+        raise ValueError(
+            f"the values span [{lo:.4g}, {hi:.4g}], stored as [{stored[0]:.4g}, {stored[1]:.4g}] in steps of "
+            f"{scale:g}: beyond {dtype}'s [{info.min}, {info.max}]; {advice}"
+        )

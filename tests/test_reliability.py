@@ -20,6 +20,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from test_geotiff import PICK, RATIO, simulate, tiny_model, write_pair
 from torch import nn
@@ -27,7 +28,7 @@ from torch import nn
 from pifnet_infer.cli import main
 from pifnet_infer.config import PIFNetConfig
 from pifnet_infer.data import load_sample
-from pifnet_infer.errors import CheckpointMismatchError, ValueRangeError
+from pifnet_infer.errors import CheckpointMismatchError, MissingDataWarning, ValueRangeError
 from pifnet_infer.fusion import fuse
 from pifnet_infer.io.geotiff import fuse_geotiff
 from pifnet_infer.weights import clear_model_cache, save_weights
@@ -186,6 +187,18 @@ CATALOGUE = [
         "NaN or infinite values in 1 tensor(s): hsi_head.net.0.weight"),
     Bad("cli-convert-nan", lambda s: cli("convert", _pth(s, math.nan), s.folder / "out.safetensors", "--preset",
         "chikusei"), CliFailed, "NaN or infinite values in 1 tensor(s): w;"),
+    # 4. an MSI band without valid pixel is named (an HSI band passes through, see below)
+    Bad("arrays-msi-band-all-nan", lambda s: fuse(s.lr, _nan_band(s.hr_msi, 1), tiny_model(), progress=False),
+        ValueError, "hr_msi band(s) 2 (1-based) have no valid pixel"),
+    Bad("arrays-all-nan", lambda s: fuse(s.lr * np.nan, s.hr_msi, tiny_model(), progress=False),
+        ValueError, "lr_hsi has no valid pixel"),
+    # 6. an integer output that would keep only 0 and 1 is refused, naming the scale that keeps the data
+    Bad("api-int16-float-reflectance", lambda s: _geotiff(s, tiny_model(), out_dtype="int16"), ValueError,
+        "pass out_scale=0.0001 (CLI: --out-scale 0.0001)"),
+    Bad("cli-uint8-float-reflectance", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--out-dtype", "uint8"),
+        CliFailed, "a uint8 output stores whole multiples of 1"),
+    Bad("arrays-int-out", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), out=np.empty((8, 48, 88), np.int16),
+        progress=False), ValueError, "pass a float out array"),
     # 5. every CLI error is one line, exit 1 (2 for usage), nothing left behind
     Bad("cli-device-foo", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--device", "foo"), CliFailed,
         "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'foo'"),
@@ -200,6 +213,12 @@ if not torch.cuda.is_available():
         Bad("cli-demo-cuda-on-cpu", lambda s: _bundled(cli, "demo", "--out-dir", s.folder / "demo", "--device",
             "cuda"), CliFailed, "asks for CUDA"),
     ]  # fmt: skip
+
+
+def _nan_band(cube: np.ndarray, band: int) -> np.ndarray:
+    out = cube.copy()
+    out[band] = np.nan
+    return out
 
 
 def _bundled(call: Callable[..., object], *args: object) -> object:
@@ -322,3 +341,42 @@ def test_unexpected_errors_are_one_line_too(scene: Scene, monkeypatch: pytest.Mo
     assert caught.value.err == (
         "pifnet-infer fuse: error: RuntimeError: first line; second line (run with --debug for the traceback)\n"
     )
+
+
+def test_an_hsi_band_without_valid_pixel_passes_through(scene: Scene) -> None:
+    model = tiny_model()
+    lr = _nan_band(scene.lr, 2)
+    with pytest.warns(MissingDataWarning, match=r"lr_hsi band\(s\) 3 \(1-based\) have no valid pixel") as record:
+        out = fuse(lr, scene.hr_msi, model, progress=False)
+    assert len(record) == 1
+    assert np.isnan(out[2]).all() and np.isfinite(np.delete(out, 2, axis=0)).all()
+    write_pair(scene.folder, lr, scene.hr_msi, wavelengths=scene.wavelengths)
+    with pytest.warns(MissingDataWarning, match="the HSI band"):
+        path = _geotiff(scene, model)
+    with rasterio.open(path) as dst:
+        got = dst.read()
+    np.testing.assert_allclose(got, out, atol=1e-5, equal_nan=True)
+
+
+def test_a_value_missing_in_some_bands_is_filled_and_masked_in_those_bands_only(scene: Scene) -> None:
+    model = tiny_model()
+    lr = scene.lr.copy()
+    lr[[1, 4], 2, 3] = np.nan
+    out = fuse(lr, scene.hr_msi, model, progress=False)
+    expected = np.zeros(out.shape, dtype=bool)
+    expected[[1, 4], 8:12, 12:16] = True
+    np.testing.assert_array_equal(np.isnan(out), expected)
+    write_pair(scene.folder, lr, scene.hr_msi, wavelengths=scene.wavelengths)
+    with rasterio.open(_geotiff(scene, model)) as dst:
+        np.testing.assert_allclose(dst.read(), out, atol=1e-5, equal_nan=True)
+
+
+def test_out_scale_stores_float_reflectance_as_integers(scene: Scene) -> None:
+    model = tiny_model()
+    expected = fuse(scene.lr, scene.hr_msi, model, progress=False)
+    out = scene.folder / "int16.tif"
+    _fuse_cli(scene, "--out", out, "--out-dtype", "int16", "--out-scale", "1e-4")
+    with rasterio.open(out) as dst:
+        assert dst.dtypes[0] == "int16" and dst.scales == (1e-4,) * len(PICK) and dst.offsets == (0.0,) * len(PICK)
+        got = dst.read().astype(np.float64) * 1e-4
+    np.testing.assert_allclose(got, expected, atol=6e-5)

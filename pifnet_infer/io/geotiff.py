@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ from pifnet_infer.prepare import (
     affine_range,
     check_batch_size,
     check_input_range,
+    check_integer_output,
     model_input_affine,
     output_guard,
     resolve_model,
@@ -228,6 +230,7 @@ def fuse_geotiff(
     offset: ScaleArg = None,
     nodata: float | None = None,
     out_dtype: str | None = None,
+    out_scale: float | None = None,
     cog: bool = False,
     overwrite: bool = False,
     refine: bool = False,
@@ -273,7 +276,10 @@ def fuse_geotiff(
         offset: see ``scale``.
         nodata: stored value of missing pixels in both inputs (replacing the files' nodata) and the value
             written where the output is missing; None: the files' nodata, and NaN in a float output.
-        out_dtype: output data type, one of :data:`OUT_DTYPES`; None: float32. Integer types round and clip.
+        out_dtype: output data type, one of :data:`OUT_DTYPES`; None: float32. Integer types round, and are
+            refused when they cannot hold the data (too few steps over its range, or values beyond the type's).
+        out_scale: store ``physical / out_scale`` (GDAL scale tag ``out_scale``, offset 0) instead of the HSI's
+            stored units, e.g. ``1e-4`` to write float reflectance as int16; None: the HSI's units.
         cog: write a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver).
         overwrite: replace an existing ``out_path``.
         refine: pass every fused tile through :func:`pifnet_infer.adapt.refine` (see :func:`pifnet_infer.fuse`).
@@ -305,6 +311,8 @@ def fuse_geotiff(
     if align not in ("error", "resample"):
         raise ValueError(f"align must be 'error' or 'resample', got {align!r}")
     dtype_out = _out_dtype(out_dtype)
+    if out_scale is not None and not (isinstance(out_scale, (int, float)) and math.isfinite(out_scale) and out_scale > 0):
+        raise ValueError(f"out_scale must be a positive number or None, got {out_scale!r}")
     out = check_output_path(out_path, overwrite=overwrite, inputs={"HSI": hsi_path, "MSI": msi_path})
     check_batch_size(batch_size)
     (s_hsi, s_msi), (o_hsi, o_msi) = _pair_arg(scale, "scale"), _pair_arg(offset, "offset")
@@ -328,7 +336,9 @@ def fuse_geotiff(
         model_ab = model_input_affine(net)
         window = pair.msi_window
         source = RasterSource(
-            scan_input(_raster_input(hsi_ds, hsi, (0, 0), pair.lr_shape, hsi_phys, model_ab, nodata), "HSI"),
+            scan_input(
+                _raster_input(hsi_ds, hsi, (0, 0), pair.lr_shape, hsi_phys, model_ab, nodata), "HSI", pass_through=True
+            ),
             scan_input(
                 _raster_input(
                     msi_read, msi, (window.row_off, window.col_off), pair.hr_shape, msi_phys, model_ab, nodata
@@ -343,6 +353,12 @@ def fuse_geotiff(
         ):
             observed = affine_range(inp.low, inp.high, phys[0], phys[1])
             check_input_range(net, observed, name=name, scale=user_scale)
+        out_units = hsi_phys if out_scale is None else (np.full(hsi.count, out_scale), np.zeros(hsi.count))
+        check_integer_output(
+            dtype_out, affine_range(source.hsi.low, source.hsi.high, hsi_phys[0], hsi_phys[1]),
+            float(np.abs(out_units[0]).max()), float(out_units[1].min()),
+            fix="pass out_scale={suggested} (CLI: --out-scale {suggested}) to store multiples of it, or a float out_dtype",
+        )  # fmt: skip
         lr_range = affine_range(
             source.hsi.low, source.hsi.high, source.hsi.scale.ravel(), source.hsi.offset.ravel()
         )
@@ -368,12 +384,16 @@ def fuse_geotiff(
         tmp = stack.enter_context(atomic_output(out, overwrite=overwrite))
         target = tmp.scratch("tiled.tif") if cog else tmp.path
         profile = _output_profile(pair, hsi.count, dtype_out, out_nodata)
-        postprocess = output_guard(raster_postprocess(source, dtype_out, fill), lr_range)
+        to_model = (
+            (out_units[0] * model_ab[0]).astype(np.float32).reshape(-1, 1, 1),
+            (out_units[1] * model_ab[0] + model_ab[1]).astype(np.float32).reshape(-1, 1, 1),
+        )
+        postprocess = output_guard(raster_postprocess(source, dtype_out, fill, to_model=to_model), lr_range)
         was_training = net.training
         net.eval()
         try:
             with rasterio.open(target, "w", **profile) as dst:
-                _write_metadata(dst, hsi_ds, hsi, hsi_phys, getattr(net, "weight_entry", None), tags)
+                _write_metadata(dst, hsi_ds, hsi, out_units, getattr(net, "weight_entry", None), tags)
                 run_tiles(
                     net, source, RasterSink(dst, postprocess), tile_size=tile,
                     overlap=lap, blend="cosine" if lap else "none", batch_size=batch_size, device=compute,
