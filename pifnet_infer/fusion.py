@@ -181,6 +181,10 @@ def _output(out: Any, prep: _Prepared, layout: Layout) -> tuple[np.ndarray, Call
             f"out must have shape {expected} (layout={layout!r}), got {tuple(out.shape)}"
         )
     if isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise ValueError(
+                "out is read-only (e.g. an np.memmap opened with mode='r'); pass a writable array (mode='r+' or 'w+')"
+            )
         return out, lambda: out
     if out.device.type == "cpu" and out.dtype != torch.bfloat16:
         return out.numpy(), lambda: out

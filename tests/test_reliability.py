@@ -68,14 +68,15 @@ class Scene:
     lr: np.ndarray
     hr_msi: np.ndarray
     wavelengths: np.ndarray
+    hr_cube: np.ndarray
 
 
 @pytest.fixture(scope="module")
-def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     s = load_sample("muufl_gulfport_sub")
     lr, msi = simulate(s.cube, RATIO)
     pick = [b - 1 for b in PICK]
-    return lr[pick], msi, s.wavelengths_nm[pick]
+    return lr[pick], msi, s.wavelengths_nm[pick], s.cube[pick, : msi.shape[1], : msi.shape[2]]
 
 
 def manifest_entry(path: Path, model: nn.Module, wavelengths: np.ndarray) -> dict[str, object]:
@@ -96,18 +97,19 @@ def manifest_entry(path: Path, model: nn.Module, wavelengths: np.ndarray) -> dic
 @pytest.fixture
 def scene(tmp_path: Path, pair, monkeypatch) -> Scene:
     """The scene, a x10000 copy in ``big/``, and a manifest holding the tiny weight as :data:`NAME`."""
-    lr, msi, wavelengths = pair
+    lr, msi, wavelengths, cube = pair
     hsi_path, msi_path = write_pair(tmp_path, lr, msi, wavelengths=wavelengths)
     (tmp_path / "big").mkdir()
     write_pair(tmp_path / "big", lr * 10000, msi * 10000, wavelengths=wavelengths)
     (tmp_path / "weights").mkdir()
+    (tmp_path / "eval").mkdir()
     model = tiny_model()
     weights = save_weights(model, tmp_path / "weights" / "tiny.safetensors")
     manifest = tmp_path / "weights_manifest.json"
     entry = manifest_entry(weights, model, wavelengths)
     manifest.write_text(json.dumps({"schema_version": 1, "weights": [entry]}))
     monkeypatch.setenv("PIFNET_WEIGHTS_MANIFEST", str(manifest))
-    return Scene(tmp_path, hsi_path, msi_path, weights, lr, msi, wavelengths)
+    return Scene(tmp_path, hsi_path, msi_path, weights, lr, msi, wavelengths, cube)
 
 
 class Broken(nn.Module):
@@ -140,12 +142,16 @@ def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
 
 @dataclass(frozen=True)
 class Bad:
-    """One catalogue line: ``call(scene)`` must raise ``error`` with ``phrase`` in its message."""
+    """One catalogue line: ``call(scene)`` must raise ``error`` with ``phrase`` in its message.
+
+    ``setup(scene)`` makes the inputs the case needs, before the folder is snapshot.
+    """
 
     id: str
     call: Callable[[Scene], object]
     error: type[BaseException]
     phrase: str
+    setup: Callable[[Scene], object] | None = None
 
 
 def _fuse_cli(s: Scene, *extra: object) -> str:
@@ -199,6 +205,15 @@ CATALOGUE = [
         CliFailed, "a uint8 output stores whole multiples of 1"),
     Bad("arrays-int-out", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), out=np.empty((8, 48, 88), np.int16),
         progress=False), ValueError, "pass a float out array"),
+    # 8. evaluate refuses references whose scores would mean nothing
+    Bad("cli-evaluate-uint16-reference", lambda s: _evaluate(s), CliFailed, "holds uint16 integers, stored units rather than",
+        lambda s: _eval_files(s, (s.hr_cube * 10000).astype(np.uint16))),
+    Bad("cli-evaluate-nan-reference", lambda s: _evaluate(s), CliFailed, "holds 4224 NaN or infinite values",
+        lambda s: _eval_files(s, _nan_band(s.hr_cube, 0))),
+    Bad("cli-evaluate-json-folder-missing", lambda s: _evaluate(s, "--json", s.folder / "no" / "x.json"),
+        CliFailed, "does not exist; create it first", lambda s: _eval_files(s, s.hr_cube)),
+    Bad("arrays-read-only-out", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), out=_read_only((8, 48, 88)),
+        progress=False), ValueError, "out is read-only"),
     # 5. every CLI error is one line, exit 1 (2 for usage), nothing left behind
     Bad("cli-device-foo", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--device", "foo"), CliFailed,
         "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'foo'"),
@@ -219,6 +234,25 @@ def _nan_band(cube: np.ndarray, band: int) -> np.ndarray:
     out = cube.copy()
     out[band] = np.nan
     return out
+
+
+def _read_only(shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.float32)
+    out.flags.writeable = False
+    return out
+
+
+def _eval_files(s: Scene, reference: np.ndarray) -> None:
+    """The scene as .npy cubes for ``evaluate``, with ``reference`` as its reference."""
+    for name, cube in (("ref.npy", reference), ("lr.npy", s.lr), ("msi.npy", s.hr_msi)):
+        np.save(s.folder / "eval" / name, cube)
+
+
+def _evaluate(s: Scene, *extra: object) -> str:
+    """``evaluate --reference --hsi --msi --method pifnet:PATH`` on the files of :func:`_eval_files`."""
+    f = s.folder / "eval"
+    return cli("evaluate", "--reference", f / "ref.npy", "--hsi", f / "lr.npy", "--msi", f / "msi.npy", "--method",
+               f"pifnet:{s.weights}", *extra)  # fmt: skip
 
 
 def _bundled(call: Callable[..., object], *args: object) -> object:
@@ -275,6 +309,8 @@ def test_bad_input_catalogue(case: Bad, scene: Scene) -> None:
     for kind in ("symlink", "hardlink"):  # inputs some cases point at, made before the snapshot
         _link(scene, kind)
     _pth(scene), _pth(scene, math.nan), _npy(scene), _nan_weights(scene), _weights_copy(scene)
+    if case.setup is not None:
+        case.setup(scene)
     before = snapshot(scene.folder)
     clear_model_cache()
     with pytest.raises(case.error) as caught:
@@ -380,3 +416,36 @@ def test_out_scale_stores_float_reflectance_as_integers(scene: Scene) -> None:
         assert dst.dtypes[0] == "int16" and dst.scales == (1e-4,) * len(PICK) and dst.offsets == (0.0,) * len(PICK)
         got = dst.read().astype(np.float64) * 1e-4
     np.testing.assert_allclose(got, expected, atol=6e-5)
+
+
+def test_evaluate_passes_the_reference_wavelengths_to_fuse(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pifnet_infer.api
+
+    seen: dict[str, object] = {}
+
+    def spy(lr: np.ndarray, msi: np.ndarray, **kwargs: object) -> np.ndarray:
+        seen.update(kwargs)
+        return np.repeat(np.repeat(lr, RATIO, axis=1), RATIO, axis=2)
+
+    monkeypatch.setattr(pifnet_infer.api, "fuse", spy)
+    _eval_files(scene, scene.hr_cube)
+    np.save(scene.folder / "eval" / "wl.npy", scene.wavelengths)
+    _evaluate(scene, "--wavelengths", scene.folder / "eval" / "wl.npy")
+    np.testing.assert_allclose(seen["hsi_wavelengths_nm"], scene.wavelengths)
+    seen.clear()
+    cli("evaluate", "--hsi", scene.folder / "eval" / "lr.npy", "--msi", scene.folder / "eval" / "msi.npy", "--method",
+        "pifnet:x", "--wavelengths", scene.folder / "eval" / "wl.npy")  # fmt: skip
+    np.testing.assert_allclose(seen["hsi_wavelengths_nm"], scene.wavelengths)
+
+
+def test_evaluate_warns_about_a_reference_that_is_not_reflectance(scene: Scene, caplog) -> None:
+    _eval_files(scene, scene.hr_cube * 100)
+    _evaluate(scene)
+    assert "scores are meaningless unless the cube is reflectance" in caplog.text
+
+
+def test_evaluate_help_has_no_rest_markup() -> None:
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "``" not in text.getvalue() and ":mod:" not in text.getvalue()
