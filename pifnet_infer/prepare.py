@@ -205,19 +205,21 @@ def fit_band_grid(
 ) -> nn.Module:
     """``net`` itself when the HSI is on its band grid, else a :class:`~pifnet_infer.spectral.ResampledModel`.
 
-    A model without a manifest band grid (``net.weight_entry.hsi_wavelengths_nm``) is returned as it is:
-    its band count must then match the HSI's (checked by the caller).
+    A model without a band grid (its manifest entry's ``hsi_wavelengths_nm`` or its file's, see
+    :func:`~pifnet_infer.weights.model_band_grid`) is returned as it is: its band count must then match the
+    HSI's (checked by the caller).
 
     Raises:
         SpectralCoverageError: the grids do not cover each other (the message names the covered range).
         ValueError: ``wavelengths_nm`` / ``fwhm_nm`` are not positive finite nm.
     """
     from pifnet_infer.spectral import ResampledModel, plan_resampling
+    from pifnet_infer.weights import model_band_grid
 
-    entry = getattr(net, "weight_entry", None)
-    if entry is None or entry.hsi_wavelengths_nm is None:
+    grid = model_band_grid(net)
+    if grid is None:
         return net
-    plan = plan_resampling(wavelengths_nm, fwhm_nm, entry.hsi_wavelengths_nm, entry.hsi_fwhm_nm)
+    plan = plan_resampling(wavelengths_nm, fwhm_nm, grid[0], grid[1])
     return net if plan.identity else ResampledModel(net, plan)
 
 

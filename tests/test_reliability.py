@@ -449,3 +449,23 @@ def test_evaluate_help_has_no_rest_markup() -> None:
     with contextlib.redirect_stdout(text), pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     assert "``" not in text.getvalue() and ":mod:" not in text.getvalue()
+
+
+def test_a_weight_loaded_by_path_keeps_its_band_grid(scene: Scene) -> None:
+    from pifnet_infer.prepare import fit_band_grid
+    from pifnet_infer.spectral import ResampledModel
+    from pifnet_infer.weights import load_model, model_band_grid
+
+    clear_model_cache()
+    copy = scene.folder / "copy-of-manifest-weight.safetensors"
+    copy.write_bytes(scene.weights.read_bytes())
+    by_copy = load_model(copy)
+    assert by_copy.weight_entry is not None and by_copy.weight_entry.name == NAME
+    exported = save_weights(load_model(NAME), scene.folder / "exported.safetensors")
+    by_export = load_model(exported)
+    assert by_export.weight_entry is None  # another file: its own metadata carries the grid
+    for net in (by_copy, by_export):
+        np.testing.assert_allclose(model_band_grid(net)[0], scene.wavelengths)
+        assert fit_band_grid(net, list(scene.wavelengths)) is net
+        shifted = sorted(float(w) + 3.0 for w in scene.wavelengths)
+        assert isinstance(fit_band_grid(net, shifted), ResampledModel)

@@ -259,12 +259,14 @@ def adapt(
         "device": str(dev),
         "library_version": __version__,
     }
+    if wavelengths is not None:  # saved with the weights (model_band_grid), so fusing by path knows the grid
+        model.band_grid = (tuple(float(w) for w in wavelengths), None)
     model.eval()
     _logger.info(
         "adapt: %d steps (%s), best held-out L1 %.4g at step %d, %.1f s",
         history.steps,
         history.stop_reason,
-        min(history.val_loss, default=math.nan),
+        history.best_val_loss,
         history.best_step,
         history.seconds,
     )
