@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,9 @@ CATALOGUE = [
         CliFailed, "does not exist; create it first", lambda s: _eval_files(s, s.hr_cube)),
     Bad("arrays-read-only-out", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), out=_read_only((8, 48, 88)),
         progress=False), ValueError, "out is read-only"),
+    # 10. weights check refuses a path saying so
+    Bad("cli-weights-check-path", lambda s: cli("weights", "check", s.weights), CliFailed,
+        "weights check takes a manifest name"),
     # 5. every CLI error is one line, exit 1 (2 for usage), nothing left behind
     Bad("cli-device-foo", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--device", "foo"), CliFailed,
         "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'foo'"),
@@ -469,3 +473,16 @@ def test_a_weight_loaded_by_path_keeps_its_band_grid(scene: Scene) -> None:
         assert fit_band_grid(net, list(scene.wavelengths)) is net
         shifted = sorted(float(w) + 3.0 for w in scene.wavelengths)
         assert isinstance(fit_band_grid(net, shifted), ResampledModel)
+
+
+def test_written_files_follow_the_umask(scene: Scene) -> None:
+    from pifnet_infer.adapt.network import AdaptedModel
+
+    previous = os.umask(0o027)
+    try:
+        weights = save_weights(tiny_model(), scene.folder / "saved.safetensors")
+        adapted = AdaptedModel(tiny_model().config).save(scene.folder / "adapted.safetensors")
+        fused = _geotiff(scene, tiny_model())
+    finally:
+        os.umask(previous)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (weights, adapted, fused)} == {0o640}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -84,6 +85,22 @@ def check_output_path(
             f"output {str(out)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
         )
     return out
+
+
+def temp_file_beside(target: PathArg) -> Path:
+    """A new, empty, dot-named file in ``target``'s folder, for writing ``target`` then renaming it.
+
+    Created with mode 0666 less the umask, as a plain ``open`` would (``tempfile.mkstemp`` makes 0600
+    files, and the rename would keep that mode on the output).
+    """
+    folder, name = Path(target).parent, Path(target).name
+    while True:
+        path = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
 
 
 class AtomicOutput:

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import os
-import tempfile
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +26,7 @@ from pifnet_infer._utils.device import DTypeArg, resolve_device, resolve_dtype
 from pifnet_infer._version import __version__
 from pifnet_infer.config import PIFNetConfig
 from pifnet_infer.errors import CheckpointMismatchError, ManifestError, WeightsNotFoundError
+from pifnet_infer.io.atomic import temp_file_beside
 from pifnet_infer.weights.hub import resolve_weight_file, sha256_file
 from pifnet_infer.weights.manifest import MANIFEST_ENV, WeightEntry, load_manifest
 
@@ -179,13 +180,14 @@ def save_state_dict(
             header[METADATA_FWHM_KEY] = json.dumps([float(w) for w in fwhm])
     target = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file_beside(target)
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # the umask's; save_file replaces the file with a 0600 one
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return target
 
