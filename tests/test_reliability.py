@@ -486,3 +486,31 @@ def test_written_files_follow_the_umask(scene: Scene) -> None:
     finally:
         os.umask(previous)
     assert {stat.S_IMODE(p.stat().st_mode) for p in (weights, adapted, fused)} == {0o640}
+
+
+def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(scene: Scene) -> None:
+    import subprocess
+    import sys
+
+    from pifnet_infer.io.atomic import _host
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        try:
+            folders = {}
+            for kind, pid in (("dead", int(dead.stdout)), ("live", live.pid)):
+                folders[kind] = scene.folder / f".out.tif.{pid}@{_host()}.abc123_x.pifnet-tmp"
+                folders[kind].mkdir()
+                (folders[kind] / "out.tif").write_bytes(b"partial")
+            other = scene.folder / f".other.tif.{int(dead.stdout)}@{_host()}.abc123_x.pifnet-tmp"
+            elsewhere = scene.folder / f".out.tif.{int(dead.stdout)}@another-host.abc123_x.pifnet-tmp"
+            for folder in (other, elsewhere):
+                folder.mkdir()
+            _geotiff(scene, tiny_model())
+            assert not folders["dead"].exists()
+            assert folders["live"].exists() and other.exists() and elsewhere.exists()
+        finally:
+            live.kill()
+    assert sorted(p.name for p in scene.folder.glob(".*pifnet-tmp")) == sorted(
+        [folders["live"].name, other.name, elsewhere.name]
+    )  # and this run's own folder is gone
