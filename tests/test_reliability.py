@@ -218,6 +218,8 @@ CATALOGUE = [
     # 10. weights check refuses a path saying so
     Bad("cli-weights-check-path", lambda s: cli("weights", "check", s.weights), CliFailed,
         "weights check takes a manifest name"),
+    # 13. the output is a GeoTIFF: other extensions are refused
+    Bad("cli-out-png", lambda s: _fuse_cli(s, "--out", s.folder / "x.png"), CliFailed, "must end in .tif or .tiff"),
     # 5. every CLI error is one line, exit 1 (2 for usage), nothing left behind
     Bad("cli-device-foo", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--device", "foo"), CliFailed,
         "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'foo'"),
@@ -514,3 +516,16 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(scene: 
     assert sorted(p.name for p in scene.folder.glob(".*pifnet-tmp")) == sorted(
         [folders["live"].name, other.name, elsewhere.name]
     )  # and this run's own folder is gone
+
+
+def test_diagnostics_scores_skip_missing_pixels(scene: Scene) -> None:
+    from pifnet_infer.diagnostics import consistency
+
+    lr = scene.lr.copy()
+    lr[:, 2, 3] = np.nan
+    fused = np.repeat(np.repeat(lr, RATIO, axis=1), RATIO, axis=2)
+    srf = np.full((3, len(PICK)), 1.0 / len(PICK), dtype=np.float32)
+    scores = consistency(fused, lr, scene.hr_msi, ratio=RATIO, srf_matrix=srf).scores()
+    assert all(math.isfinite(v) for v in scores.values()), scores
+    complete = consistency(np.nan_to_num(fused), np.nan_to_num(lr), scene.hr_msi, ratio=RATIO, srf_matrix=srf)
+    assert complete.spatial_rmse > 0 and math.isfinite(complete.spectral_psnr)

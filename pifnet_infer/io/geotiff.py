@@ -257,7 +257,7 @@ def fuse_geotiff(
     Args:
         hsi_path: the LR-HSI raster (C bands, h x w).
         msi_path: the HR-MSI raster on the HSI grid subdivided by ``ratio`` (it may extend beyond the HSI).
-        out_path: the GeoTIFF to write.
+        out_path: the GeoTIFF to write (``.tif`` or ``.tiff``).
         model: a loaded PIFNet, a manifest name, a ``.safetensors`` path, or ``"auto"``: the one manifest
             weight that fits the selected band counts, the ratio and the HSI wavelengths when known.
         hsi_bands: HSI bands to use, 1-based like GDAL (a sequence or ``"1,2,5-8"``); None: all.
@@ -292,7 +292,8 @@ def fuse_geotiff(
     Raises:
         FileNotFoundError: an input or the output folder does not exist.
         FileExistsError: ``out_path`` exists and ``overwrite`` is False.
-        ValueError: ``out_path`` is one of the inputs (refused even with ``overwrite``).
+        ValueError: ``out_path`` is one of the inputs (refused even with ``overwrite``), or does not end
+            in ``.tif``/``.tiff``.
         OSError: an input is not a raster GDAL can read.
         GridMismatchError: CRS missing or different, non-integer ratio, misaligned grids, MSI too small.
         ShapeMismatchError: band index out of range, or the model does not fit the selected bands/ratio.
@@ -310,6 +311,8 @@ def fuse_geotiff(
 
     if align not in ("error", "resample"):
         raise ValueError(f"align must be 'error' or 'resample', got {align!r}")
+    if Path(out_path).suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"the output is a GeoTIFF: its name must end in .tif or .tiff, got {str(out_path)!r}")
     dtype_out = _out_dtype(out_dtype)
     if out_scale is not None and not (isinstance(out_scale, (int, float)) and math.isfinite(out_scale) and out_scale > 0):
         raise ValueError(f"out_scale must be a positive number or None, got {out_scale!r}")
