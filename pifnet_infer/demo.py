@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from pifnet_infer._utils.device import resolve_device
 from pifnet_infer._utils.optional import require, try_import
 from pifnet_infer.data import load_sample
 from pifnet_infer.errors import PifnetError
@@ -148,6 +149,7 @@ def run_demo(
     if sample not in TEST_STRIPS:
         raise KeyError(f"no test strip for sample {sample!r}; use one of {', '.join(TEST_STRIPS)}")
     draw = _want_figure(figure)
+    resolve_device(device)  # a bad device fails before any file is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ratio = entry.config.ratio

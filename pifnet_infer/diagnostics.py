@@ -12,6 +12,7 @@ wrong PSF / SRF assumption).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,12 +106,19 @@ def consistency(
 def _compare(
     observed: np.ndarray, predicted: np.ndarray
 ) -> tuple[float, float, float, np.ndarray, np.ndarray]:
-    """RMSE, PSNR (peak = max of observed), SAM (deg), per-pixel RMSE map and SAM map."""
+    """RMSE, PSNR (peak = max of observed), SAM (deg), per-pixel RMSE map and SAM map.
+
+    The scores skip pixels with a NaN in either image (missing inputs), as the SAM does; NaN when none is left.
+    """
     error_map = np.sqrt(np.mean(np.square(observed - predicted, dtype=np.float64), axis=0)).astype(np.float32)
     sam_map = metrics.sam_map(observed, predicted, eps=0.0, zero_norm="skip")
+    valid = np.isfinite(observed).all(axis=0) & np.isfinite(predicted).all(axis=0)
+    if not valid.any():
+        return math.nan, math.nan, math.nan, error_map, sam_map
+    obs, pred = observed[:, valid][:, :, None], predicted[:, valid][:, :, None]  # valid pixels as a (C, N, 1) cube
     return (
-        metrics.rmse(observed, predicted),
-        metrics.psnr(observed, predicted, peak="max"),
+        metrics.rmse(obs, pred),
+        metrics.psnr(obs, pred, peak="max"),
         float(np.nanmean(sam_map)) if np.any(np.isfinite(sam_map)) else float("nan"),
         error_map,
         sam_map,

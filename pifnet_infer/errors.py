@@ -54,3 +54,11 @@ class BackendUnavailableError(PifnetError, RuntimeError):
 
 class PifnetPerformanceWarning(UserWarning):
     """A run landed on a slow path that a different setting would avoid."""
+
+
+class ValueRangeError(PifnetError, ValueError):
+    """Input values far outside a weight's range, or a model output that is not finite or absurd (units/scale)."""
+
+
+class MissingDataWarning(UserWarning):
+    """Part of an input is missing (a band without any valid pixel) and stays missing in the output."""

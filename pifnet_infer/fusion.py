@@ -24,9 +24,13 @@ from pifnet_infer._utils.device import DTypeArg, resolve_dtype
 from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.prepare import (
     ModelArg,
+    affine_range,
     check_batch_size,
+    check_input_range,
+    check_integer_output,
     model_input_affine,
     model_srf_matrix,
+    output_guard,
     resolve_model,
     resolve_tiling,
     with_refinement,
@@ -177,6 +181,10 @@ def _output(out: Any, prep: _Prepared, layout: Layout) -> tuple[np.ndarray, Call
             f"out must have shape {expected} (layout={layout!r}), got {tuple(out.shape)}"
         )
     if isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise ValueError(
+                "out is read-only (e.g. an np.memmap opened with mode='r'); pass a writable array (mode='r+' or 'w+')"
+            )
         return out, lambda: out
     if out.device.type == "cpu" and out.dtype != torch.bfloat16:
         return out.numpy(), lambda: out
@@ -249,9 +257,12 @@ def fuse(
         scale: raw -> physical units, ``value = raw * scale + offset`` (rasterio's meaning); a number
             or an (hsi, msi) pair. Required for integer inputs.
         offset: see ``scale``.
-        nodata: raw value of missing pixels (NaN is always missing). Missing pixels are filled with the
-            band mean for the network and set back to ``nodata`` (NaN when None) in the output at
-            every HR pixel they cover.
+        nodata: raw value of missing pixels (NaN is always missing). Missing values are filled with their
+            band's mean for the network (only in the bands where they are missing) and set back to
+            ``nodata`` (NaN when None) in the output: in that band at every HR pixel a missing LR-HSI
+            value covers, in every band at a missing HR-MSI pixel. An LR-HSI band without any valid
+            pixel gives a :class:`~pifnet_infer.errors.MissingDataWarning` and an output band entirely
+            missing; an HR-MSI band without any is an error.
         progress: show a progress bar over tiles (``PIFNET_DISABLE_PROGRESS_BARS=1`` hides it).
         out: where to write the result: a numpy array or ``np.memmap`` (results larger than RAM),
             or a torch tensor, shaped like the output; returned.
@@ -278,6 +289,8 @@ def fuse(
         ShapeMismatchError: wrong ndim, sizes, ratio or band counts (the message names what fits).
         ValueError: integer inputs without ``scale``, infinite values, no valid pixel, bad tiling
             arguments, no single weight for ``model="auto"``.
+        ValueRangeError: inputs far outside the weight's ``input_range`` (before any compute), or a
+            model output that is NaN, infinite or absurd (the inputs' units or scale are likely wrong).
         TypeError: inputs of different kinds, or not arrays.
         SpectralCoverageError: ``hsi_wavelengths_nm`` and the model's band grid do not cover each other.
 
@@ -304,13 +317,24 @@ def fuse(
     if 0.0 in (s_hsi, s_msi):
         raise ValueError(f"scale must be non-zero, got {scale!r}")
     lr, msi = _to_numpy(prep.lr), _to_numpy(prep.msi)
-    scans = [scan_array(lr, layout, nodata, name="lr_hsi"), scan_array(msi, layout, nodata, name="hr_msi")]
+    scans = [
+        scan_array(lr, layout, nodata, name="lr_hsi", pass_through=True),
+        scan_array(msi, layout, nodata, name="hr_msi"),
+    ]
     missing = any(s.invalid is not None for s in scans)
     if missing and np.issubdtype(buffer.dtype, np.integer) and (nodata is None or np.isnan(nodata)):
         raise ValueError(
             f"the inputs have missing pixels and out has integer dtype {buffer.dtype}; pass nodata="
         )
 
+    check_integer_output(  # the output is in the LR-HSI's raw units: steps of 1
+        buffer.dtype, affine_range(scans[0].low, scans[0].high, 1.0, 0.0), 1.0, 0.0,
+        fix="pass a float out array, or the LR-HSI as integers with their scale=",
+    )  # fmt: skip
+    for scan, name, s, o in ((scans[0], "lr_hsi", s_hsi, o_hsi), (scans[1], "hr_msi", s_msi, o_msi)):
+        check_input_range(
+            net, affine_range(scan.low, scan.high, s, o), name=name, scale=None if scale is None else s
+        )
     m_a, m_b = model_input_affine(net)  # model input = m_a * value + m_b
     source = ArraySource(
         ArrayInput(lr, layout, s_hsi * m_a, o_hsi * m_a + m_b, scans[0].invalid, scans[0].fill),
@@ -321,7 +345,10 @@ def fuse(
         buffer,
         (prep.hsi_bands, h * prep.ratio, w * prep.ratio),
         layout=layout,
-        postprocess=array_postprocess(source, buffer.dtype, nodata),
+        postprocess=output_guard(
+            array_postprocess(source, buffer.dtype, nodata),
+            affine_range(scans[0].low, scans[0].high, source.lr.scale, source.lr.offset),
+        ),
     )
     if batch_size == "auto":
         batch_size = auto_batch_size(net, source, tile, device=compute, dtype=compute_dtype)

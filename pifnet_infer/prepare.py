@@ -10,16 +10,18 @@ everywhere (see ``DESIGN.md``: validate shapes, bands and ratio -> resolve weigh
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from pifnet_infer._utils.device import resolve_device
-from pifnet_infer.errors import ShapeMismatchError
+from pifnet_infer.errors import ShapeMismatchError, ValueRangeError
+from pifnet_infer.tiling.protocols import RowPostprocess
 
 if TYPE_CHECKING:
     from pifnet_infer.weights import WeightEntry
@@ -29,6 +31,12 @@ _logger = logging.getLogger(__name__)
 ModelArg = nn.Module | str | os.PathLike[str]
 #: HR tile side the official models were trained on (spec section 10.2); the "auto" tile size
 DEFAULT_TILE = 128
+#: inputs may lie this many widths of a weight's ``input_range`` beyond it before they are refused
+INPUT_RANGE_SLACK = 2.0
+#: model outputs lying this many widths of the LR-HSI's value range beyond it are garbage, not a fusion
+OUTPUT_RANGE_SLACK = 10.0
+#: an integer output must resolve the data's range in at least this many steps (fewer for narrow dtypes)
+INTEGER_OUTPUT_STEPS = 1000
 
 
 def describe_entries(entries: Sequence[WeightEntry]) -> str:
@@ -197,19 +205,21 @@ def fit_band_grid(
 ) -> nn.Module:
     """``net`` itself when the HSI is on its band grid, else a :class:`~pifnet_infer.spectral.ResampledModel`.
 
-    A model without a manifest band grid (``net.weight_entry.hsi_wavelengths_nm``) is returned as it is:
-    its band count must then match the HSI's (checked by the caller).
+    A model without a band grid (its manifest entry's ``hsi_wavelengths_nm`` or its file's, see
+    :func:`~pifnet_infer.weights.model_band_grid`) is returned as it is: its band count must then match the
+    HSI's (checked by the caller).
 
     Raises:
         SpectralCoverageError: the grids do not cover each other (the message names the covered range).
         ValueError: ``wavelengths_nm`` / ``fwhm_nm`` are not positive finite nm.
     """
     from pifnet_infer.spectral import ResampledModel, plan_resampling
+    from pifnet_infer.weights import model_band_grid
 
-    entry = getattr(net, "weight_entry", None)
-    if entry is None or entry.hsi_wavelengths_nm is None:
+    grid = model_band_grid(net)
+    if grid is None:
         return net
-    plan = plan_resampling(wavelengths_nm, fwhm_nm, entry.hsi_wavelengths_nm, entry.hsi_fwhm_nm)
+    plan = plan_resampling(wavelengths_nm, fwhm_nm, grid[0], grid[1])
     return net if plan.identity else ResampledModel(net, plan)
 
 
@@ -298,3 +308,120 @@ def with_refinement(net: nn.Module) -> nn.Module:
     from pifnet_infer.adapt.refine import RefinedModel
 
     return RefinedModel(net, srf_matrix=model_srf_matrix(net))
+
+
+def affine_range(
+    low: np.ndarray, high: np.ndarray, scale: np.ndarray | float, offset: np.ndarray | float
+) -> tuple[float, float]:
+    """(min, max) over bands of ``value * scale + offset`` for per-band value ranges ``[low, high]``."""
+    ends = np.stack([np.asarray(low) * scale + offset, np.asarray(high) * scale + offset])
+    ends = ends[:, np.isfinite(ends).all(axis=0)]  # bands without a valid pixel have no range
+    if ends.size == 0:
+        return math.nan, math.nan
+    return float(ends.min()), float(ends.max())
+
+
+def check_input_range(
+    net: nn.Module, observed: tuple[float, float], *, name: str, scale: float | None
+) -> None:
+    """Refuse inputs far outside the weight's manifest ``input_range``, before any compute.
+
+    The one place this policy lives (per-scene normalisation may replace it). A model without a manifest
+    entry (a plain module, a local file) has no stated range and passes.
+
+    Args:
+        net: the model (``net.weight_entry.input_range``: model input = value * scale + offset in [min, max]).
+        observed: (min, max) of the valid input values, in the user's units (after ``scale``/``offset``).
+        name: the input as the user knows it (``"lr_hsi"``, ``"HSI"``).
+        scale: the ``scale`` the user gave (None: none), to suggest a corrected one.
+
+    Raises:
+        ValueRangeError: the values reach more than :data:`INPUT_RANGE_SLACK` range widths beyond the range.
+    """
+    entry = getattr(net, "weight_entry", None)
+    rng = getattr(entry, "input_range", {})
+    if "min" not in rng or "max" not in rng or not all(math.isfinite(v) for v in observed):
+        return
+    a, b = model_input_affine(net)
+    lo, hi = sorted(((float(rng["min"]) - b) / a, (float(rng["max"]) - b) / a))
+    slack = INPUT_RANGE_SLACK * (hi - lo)
+    if lo - slack <= observed[0] and observed[1] <= hi + slack:
+        return
+    peak = max(abs(observed[0]), abs(observed[1]))
+    factor = 10.0 ** round(math.log10(max(abs(lo), abs(hi)) / peak)) if peak > 0 else 1.0
+    raise ValueRangeError(
+        f"the {name} values span [{observed[0]:.4g}, {observed[1]:.4g}] but weight {getattr(entry, 'name', '')!r} "
+        f"expects [{lo:.4g}, {hi:.4g}] ({rng.get('units', 'model units')}); the inputs are likely in other units or scaled: pass "
+        f"scale={(scale or 1.0) * factor:g} (CLI: --scale) converting them, e.g. 1e-4 for reflectance stored x10000"
+    )
+
+
+def output_guard(postprocess: RowPostprocess, lr_range: tuple[float, float]) -> RowPostprocess:
+    """``postprocess`` preceded by a check that the model's output rows are finite and plausible.
+
+    Args:
+        postprocess: the Sink's row postprocess (model units -> output values).
+        lr_range: (min, max) of the LR-HSI's valid values in the model's input units.
+
+    Returns:
+        A postprocess raising :class:`~pifnet_infer.errors.ValueRangeError` on non-finite values or
+        values more than :data:`OUTPUT_RANGE_SLACK` widths of ``lr_range`` beyond it, so an atomic output
+        is never committed.
+    """
+    lo, hi = lr_range
+    width = max(hi - lo, abs(lo), abs(hi), 1e-6)
+    low, high = lo - OUTPUT_RANGE_SLACK * width, hi + OUTPUT_RANGE_SLACK * width
+    cause = (
+        "the inputs are likely in units or a scale the weight was not trained on: check scale=/offset= "
+        "(CLI: --scale/--offset); nothing was written"
+    )
+
+    def guarded(row0: int, values: np.ndarray) -> np.ndarray:
+        if not np.isfinite(values).all():
+            raise ValueRangeError(f"the model returned NaN or infinite values (HR rows from {row0}); {cause}")
+        v_min, v_max = float(values.min()), float(values.max())
+        if v_min < low or v_max > high:
+            raise ValueRangeError(
+                f"the model returned values in [{v_min:.4g}, {v_max:.4g}] (its input units) for an LR-HSI in "
+                f"[{lo:.4g}, {hi:.4g}] (HR rows from {row0}); {cause}"
+            )
+        return postprocess(row0, values)
+
+    return guarded
+
+
+def check_integer_output(
+    dtype: np.dtype[Any], observed: tuple[float, float], scale: float, offset: float, *, fix: str
+) -> None:
+    """Refuse an integer output that would destroy the data: steps too coarse for its range, or range too small.
+
+    Args:
+        dtype: the output dtype (anything but an integer dtype passes).
+        observed: (min, max) of the data in physical units.
+        scale: physical units per stored integer step (physical = stored * scale + offset).
+        offset: see ``scale``.
+        fix: how to fix it, with ``{suggested}`` standing for a power-of-ten scale that fits the data.
+
+    Raises:
+        ValueError: fewer than :data:`INTEGER_OUTPUT_STEPS` steps (a quarter of the dtype's for narrow
+            dtypes) over the data's range, or values beyond the dtype's range.
+    """
+    lo, hi = observed
+    if dtype.kind not in "iu" or not (math.isfinite(lo) and math.isfinite(hi)):
+        return
+    info = np.iinfo(dtype)
+    stored = sorted(((lo - offset) / scale, (hi - offset) / scale))
+    peak = max(abs(lo - offset), abs(hi - offset))
+    suggested = 10.0 ** math.ceil(math.log10(peak / info.max)) if peak > 0 else 1.0
+    advice = fix.format(suggested=f"{suggested:g}")
+    steps = min(INTEGER_OUTPUT_STEPS, (int(info.max) - int(info.min)) // 4)
+    if hi > lo and stored[1] - stored[0] < steps:
+        raise ValueError(
+            f"a {dtype} output stores whole multiples of {scale:g} but the values span [{lo:.4g}, {hi:.4g}]: "
+            f"{stored[1] - stored[0]:.3g} steps, the data would be lost; {advice}"
+        )
+    if stored[0] < info.min or stored[1] > info.max:
+        raise ValueError(
+            f"the values span [{lo:.4g}, {hi:.4g}], stored as [{stored[0]:.4g}, {stored[1]:.4g}] in steps of "
+            f"{scale:g}: beyond {dtype}'s [{info.min}, {info.max}]; {advice}"
+        )

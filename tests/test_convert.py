@@ -132,8 +132,9 @@ def test_other_mamba_variants_named(tmp_path: Path, official_state: dict, transf
 
 def test_pickled_objects_refused(tmp_path: Path, official_state: dict) -> None:
     src = _save(tmp_path / "in.pth", {"net": official_state, "args": argparse.Namespace(upscale=4)})
-    with pytest.raises(CheckpointMismatchError, match="weights-only"):
+    with pytest.raises(CheckpointMismatchError, match="weights-only") as caught:
         convert_checkpoint(src, tmp_path / "out.safetensors", preset=PRESET)
+    assert "weights_only=False" not in str(caught.value)  # never relay torch's advice to unpickle anything
     assert _folder_names(tmp_path) == ["in.pth"]
 
 

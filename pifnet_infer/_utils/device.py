@@ -19,12 +19,25 @@ _DTYPES: dict[str, torch.dtype] = {
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first CUDA device when available, else CPU."""
-    if isinstance(device, torch.device):
-        return device
+    """``"auto"`` -> the first CUDA device when available, else CPU; anything else checked to exist here.
+
+    Raises:
+        ValueError: not a device name torch knows, or a CUDA device this machine or torch build lacks.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"a CPU-only build of torch {torch.__version__}" if torch.version.cuda is None else "no GPU visible"
+            raise ValueError(f"device {str(device)!r} asks for CUDA but this machine has {build}; use device='cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s)")
+    return resolved
 
 
 def resolve_dtype(dtype: DTypeArg, device: torch.device) -> torch.dtype:

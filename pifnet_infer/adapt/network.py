@@ -55,6 +55,7 @@ from pifnet_infer.adapt.prior import ClassicalPrior
 from pifnet_infer.adapt.scene import Scene, check_pair, check_wavelengths, prepare_scene, resolve_srf
 from pifnet_infer.baselines import fit_glp_hs
 from pifnet_infer.config import PIFNetConfig
+from pifnet_infer.errors import ValueRangeError
 from pifnet_infer.models import PIFNet
 from pifnet_infer.simulate import PSFArg
 
@@ -102,6 +103,13 @@ class AdaptHistory:
     srf: str = ""
     pair_residual: float = math.nan
 
+    @property
+    def best_val_loss(self) -> float:
+        """Validation score of the returned weights (those of ``best_step``); NaN when never validated."""
+        if self.best_step not in self.val_steps:
+            return math.nan
+        return self.val_loss[self.val_steps.index(self.best_step)]
+
 
 class AdaptedModel(PIFNet):
     """A PIF-Net adapted to one scene: usable as ``fuse(..., model=adapted)`` or called directly.
@@ -145,9 +153,18 @@ class AdaptedModel(PIFNet):
 
         The metadata key ``"pifnet_infer.adapt"`` holds JSON: base weight, scene shape, ratio,
         PSF/SRF sources, steps, losses, time, seed, device and library version.
+
+        Raises:
+            ValueRangeError: the weights' validation loss is not finite (nothing is written).
         """
         from pifnet_infer.weights import save_weights
 
+        best = self.history.best_val_loss
+        if self.history.val_steps and not math.isfinite(best):
+            raise ValueRangeError(
+                f"refusing to save adapted weights whose validation loss is {best} (training diverged); the "
+                "scene's values are likely in other units than the model's (reflectance in [0, 1]): rescale them"
+            )
         prior = None if self.prior is None else self.prior.to_record()
         record = {**self.provenance, "prior": prior, "history": asdict(self.history)}
         metadata = {"pifnet_infer.source": "pifnet_infer.adapt", "pifnet_infer.adapt": json.dumps(record)}
@@ -243,12 +260,14 @@ def adapt(
         "device": str(dev),
         "library_version": __version__,
     }
+    if wavelengths is not None:  # saved with the weights (model_band_grid), so fusing by path knows the grid
+        model.band_grid = (tuple(float(w) for w in wavelengths), None)
     model.eval()
     _logger.info(
         "adapt: %d steps (%s), best held-out L1 %.4g at step %d, %.1f s",
         history.steps,
         history.stop_reason,
-        min(history.val_loss, default=math.nan),
+        history.best_val_loss,
         history.best_step,
         history.seconds,
     )

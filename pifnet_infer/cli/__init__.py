@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pifnet_infer._version import __version__
 from pifnet_infer.errors import PifnetError
@@ -31,9 +32,17 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit code 2); subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` on one line and exit with 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pifnet-infer",
         description="HSI-MSI fusion with PIF-Net: fuse a low-resolution hyperspectral image "
         "with a high-resolution multispectral image.",
@@ -65,12 +74,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pifnet-infer: interrupted", file=sys.stderr)
         return 130
-    except (PifnetError, ValueError, KeyError, FileNotFoundError, OSError, ImportError) as err:
+    except Exception as err:
         if args.debug:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"pifnet-infer {args.command}: error: {message}", file=sys.stderr)
+        print(f"pifnet-infer {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 1
+
+
+#: exceptions whose message is written for the user; any other kind is named, with a pointer to --debug
+_EXPECTED = (PifnetError, ValueError, KeyError, FileNotFoundError, OSError, ImportError)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line: its message (lines joined with "; "), prefixed by its kind when unexpected."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    text = "; ".join(line.strip() for line in text.splitlines() if line.strip()) or "no detail"
+    if isinstance(err, _EXPECTED):
+        return text
+    return f"{type(err).__name__}: {text} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

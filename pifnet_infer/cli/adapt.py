@@ -60,7 +60,10 @@ def _run(args: argparse.Namespace) -> int:
     from pifnet_infer.io.atomic import check_output_path
 
     start = time.perf_counter()
-    out = check_output_path(args.out, overwrite=args.overwrite)
+    base_file = args.base if Path(args.base).is_file() else None
+    out = check_output_path(
+        args.out, overwrite=args.overwrite, inputs={"--hsi": args.hsi, "--msi": args.msi, "--base": base_file}
+    )
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors, got {str(args.out)!r}")
     hsi, wavelengths = read_image(args.hsi, "HSI")
@@ -85,9 +88,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     model.save(out)
     h = model.history
-    best = min(h.val_loss) if h.val_loss else float("nan")
     print(
-        f"wrote {out}: {h.steps} steps ({h.stop_reason}), best held-out L1 {best:.4g} at step {h.best_step}, "
+        f"wrote {out}: {h.steps} steps ({h.stop_reason}), best held-out L1 {h.best_val_loss:.4g} at step "
+        f"{h.best_step}, "
         f"PSF {h.psf}, SRF {h.srf}, base {model.provenance.get('base') or 'none (from scratch)'}, "
         f"prior {'GLP-HS + refinement' if model.prior is not None else 'none'}, "
         f"{time.perf_counter() - start:.1f} s"

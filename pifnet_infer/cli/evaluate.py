@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,14 +29,29 @@ from pifnet_infer.cli.simulate import (
     simulate_from_args,
 )
 from pifnet_infer.errors import PifnetError, ShapeMismatchError
+from pifnet_infer.io.atomic import check_output_path
 
 _logger = logging.getLogger(__name__)
 
 CLASSICAL = ("bicubic", "glp", "gsa")
+#: a reference peaking above this is not reflectance (the official protocol's scores assume [0, 1])
+REFLECTANCE_PEAK = 2.0
 
 
-def fuse_with(method: str, lr: np.ndarray, msi: np.ndarray, ratio: int, psf: str) -> np.ndarray:
-    """Run one method: ``bicubic``, ``glp``, ``gsa`` or ``pifnet:NAME`` (via :func:`pifnet_infer.api.fuse`)."""
+def fuse_with(
+    method: str,
+    lr: np.ndarray,
+    msi: np.ndarray,
+    ratio: int,
+    psf: str,
+    wavelengths_nm: np.ndarray | None = None,
+    fwhm_nm: np.ndarray | None = None,
+) -> np.ndarray:
+    """Run one method: ``bicubic``, ``glp``, ``gsa`` or ``pifnet:NAME`` (via :func:`pifnet_infer.api.fuse`).
+
+    ``wavelengths_nm``/``fwhm_nm``: the LR-HSI's band grid, passed to ``fuse`` as its ``hsi_wavelengths_nm``
+    / ``hsi_fwhm_nm`` (so a weight on another grid is resampled, as ``fuse`` does).
+    """
     from pifnet_infer import baselines
 
     if method.startswith("pifnet:"):
@@ -46,7 +62,11 @@ def fuse_with(method: str, lr: np.ndarray, msi: np.ndarray, ratio: int, psf: str
                 f"--method {method} needs pifnet_infer.api.fuse, which could not be imported ({err}); "
                 f"use one of {', '.join(CLASSICAL)}"
             ) from err
-        return np.asarray(fuse(lr, msi, model=method.split(":", 1)[1]), dtype=np.float32)
+        fused = fuse(
+            lr, msi, model=method.split(":", 1)[1], hsi_wavelengths_nm=None if wavelengths_nm is None else
+            list(wavelengths_nm), hsi_fwhm_nm=None if fwhm_nm is None else list(fwhm_nm),
+        )  # fmt: skip
+        return np.asarray(fused, dtype=np.float32)
     runners: dict[str, Callable[[], np.ndarray]] = {
         "bicubic": lambda: baselines.bicubic(lr, ratio),
         "glp": lambda: baselines.glp_hs(lr, msi, ratio, psf=psf),
@@ -99,10 +119,20 @@ def _full_reference(args: argparse.Namespace) -> tuple[dict[str, dict[str, float
         _logger.warning(
             "%d reference bands are all zero, which makes ERGAS undefined; pass --drop-empty-bands", empty
         )
+    peak = float(cube.max())
+    if args.protocol == "official" and peak > REFLECTANCE_PEAK:
+        _logger.warning(
+            "the reference reaches %.4g: the official protocol clamps estimates to [0, 1] and scores SSIM on "
+            "[0, 1], so its scores are meaningless unless the cube is reflectance; divide it by its scale",
+            peak,
+        )
     results = {
-        m: evaluate(cube, fuse_with(m, lr, msi, ratio, args.psf), ratio=ratio, protocol=args.protocol)
+        m: evaluate(
+            cube, fuse_with(m, lr, msi, ratio, args.psf, ref.wavelengths_nm, ref.fwhm_nm), ratio=ratio,
+            protocol=args.protocol,
+        )
         for m in args.methods
-    }
+    }  # fmt: skip
     info = {
         "mode": "full-reference",
         "reference": ref.label,
@@ -123,17 +153,18 @@ def _no_reference(args: argparse.Namespace) -> tuple[dict[str, dict[str, float]]
 
     lr, msi = read_cube(args.hsi), read_cube(args.msi)
     ratio = _ratio(args, lr, msi)
+    wavelengths = None if args.wavelengths is None else read_vector(args.wavelengths, "wavelengths_nm")
+    fwhm = None if args.fwhm is None else read_vector(args.fwhm, "fwhm_nm")
     matrix = None
     if args.srf is not None:
-        if args.wavelengths is None:
+        if wavelengths is None:
             raise PifnetError(
                 "--srf without a reference needs --wavelengths FILE (the LR-HSI's band centres)"
             )
-        fwhm = None if args.fwhm is None else read_vector(args.fwhm, "fwhm_nm")
-        matrix = srf_matrix(args.srf, read_vector(args.wavelengths, "wavelengths_nm"), fwhm)
+        matrix = srf_matrix(args.srf, wavelengths, fwhm)
     results = {}
     for method in args.methods:
-        fused = fuse_with(method, lr, msi, ratio, args.psf)
+        fused = fuse_with(method, lr, msi, ratio, args.psf, wavelengths, fwhm)
         row = qnr(fused, lr, msi, ratio=ratio, psf=args.psf)
         if matrix is not None:
             row.update(consistency(fused, lr, msi, ratio=ratio, srf_matrix=matrix, psf=args.psf).scores())
@@ -171,6 +202,10 @@ def _run(args: argparse.Namespace) -> int:
         raise PifnetError(
             "pass --reference/--sample (full reference), --hsi and --msi (no reference), or both"
         )
+    if args.json is not None:  # before minutes of fusion, not after
+        check_output_path(
+            args.json, overwrite=True, inputs={"--reference": args.reference, "--hsi": args.hsi, "--msi": args.msi}
+        )
     results, info = _full_reference(args) if has_reference else _no_reference(args)
     print(", ".join(f"{k}={v}" for k, v in info.items() if v is not None))
     print(format_table(results))
@@ -182,12 +217,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def plain_text(doc: str) -> str:
+    """A docstring for ``--help``: reST roles and inline literals reduced to their text."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"\1", doc).replace("``", "")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``pifnet-infer evaluate``."""
     parser = subparsers.add_parser(
         "evaluate",
         help="score fusion methods (bicubic, glp, gsa, pifnet:NAME) with or without a reference",
-        description=__doc__,
+        description=plain_text(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_reference_arguments(parser, required=False)

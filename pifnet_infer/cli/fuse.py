@@ -78,6 +78,10 @@ def add_parser(subparsers: Any) -> None:
     io.add_argument(
         "--out-dtype", metavar="TYPE", help="output data type: float32 (default), float64, int16, uint16, ..."
     )
+    io.add_argument(
+        "--out-scale", type=float, metavar="S",
+        help="store value / S (scale tag S), e.g. 1e-4 to write reflectance as int16 (default: the HSI's units)",
+    )  # fmt: skip
     model = parser.add_argument_group("model and inputs")
     model.add_argument(
         "--weights", default="auto", metavar="NAME|PATH",
@@ -174,7 +178,7 @@ def run_fuse(args: argparse.Namespace) -> int:
             args.hsi, args.msi, args.out, model, hsi_bands=args.hsi_bands, msi_bands=args.msi_bands,
             ratio=args.ratio, align=args.align, tile_size=args.tile_size, overlap=args.overlap,
             batch_size=args.batch_size, device=args.device, dtype=args.dtype, scale=args.scale,
-            offset=args.offset, nodata=args.nodata, out_dtype=args.out_dtype, cog=args.cog,
+            offset=args.offset, nodata=args.nodata, out_dtype=args.out_dtype, out_scale=args.out_scale, cog=args.cog,
             overwrite=args.overwrite, refine=args.refine, progress=not args.no_progress,
         )  # fmt: skip
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
@@ -187,7 +191,8 @@ def _adapted(args: argparse.Namespace) -> Any:
     from pifnet_infer.io.atomic import check_output_path
     from pifnet_infer.io.rasters import read_scene_pair
 
-    check_output_path(args.out, overwrite=args.overwrite)  # refuse before minutes of training
+    # refuse before minutes of training
+    check_output_path(args.out, overwrite=args.overwrite, inputs={"--hsi": args.hsi, "--msi": args.msi})
     pair = read_scene_pair(
         args.hsi,
         args.msi,

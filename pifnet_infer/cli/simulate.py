@@ -116,7 +116,12 @@ def simulate_from_args(ref: Reference, args: argparse.Namespace) -> tuple[np.nda
 
 
 def read_cube(path: Path, layout: str = "chw") -> np.ndarray:
-    """A (bands, H, W) float32 cube from a ``.npy`` file stored in ``layout`` order."""
+    """A (bands, H, W) float32 cube from a ``.npy`` file stored in ``layout`` order.
+
+    Raises:
+        PifnetError: not ``.npy``, integers (stored units, not physical values), or NaN / infinite values.
+        ShapeMismatchError: not a 3-D cube.
+    """
     if path.suffix.lower() != ".npy":
         raise PifnetError(
             f"{str(path)!r}: only .npy cubes are supported by this command for now (GeoTIFF input will come "
@@ -125,6 +130,17 @@ def read_cube(path: Path, layout: str = "chw") -> np.ndarray:
     cube = np.load(path)
     if cube.ndim != 3:
         raise ShapeMismatchError(f"{str(path)!r} must hold a 3-D cube, got shape {cube.shape}")
+    if cube.dtype.kind in "iub":
+        raise PifnetError(
+            f"{str(path)!r} holds {cube.dtype} integers, stored units rather than physical values: scores and "
+            "simulations assume reflectance in [0, 1]; save it as float divided by its scale (e.g. cube / 10000)"
+        )
+    finite = np.isfinite(cube)
+    if not finite.all():
+        raise PifnetError(
+            f"{str(path)!r} holds {int(finite.size - finite.sum())} NaN or infinite values; scores and simulations "
+            "need a complete cube: crop or fill the missing pixels first"
+        )
     if layout == "hwc":
         cube = cube.transpose(2, 0, 1)
     return np.ascontiguousarray(cube, dtype=np.float32)
@@ -147,6 +163,12 @@ def read_vector(path: Path, key: str) -> np.ndarray:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pifnet_infer.io.atomic import check_not_input
+
+    inputs = {"--reference": args.reference, "--wavelengths": args.wavelengths, "--fwhm": args.fwhm}
+    for out in (args.out_hsi, args.out_msi, args.out_reference):
+        if out is not None:
+            check_not_input(out, inputs)
     ref = load_reference(args)
     cropped, lr, msi = simulate_from_args(ref, args)
     np.save(args.out_hsi, lr)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from pifnet_infer.errors import WeightsNotFoundError
+from pifnet_infer.errors import PifnetError, WeightsNotFoundError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -180,6 +181,11 @@ def _check(args: argparse.Namespace) -> int:
     from pifnet_infer.weights import get_weight, list_weights
     from pifnet_infer.weights.selfcheck import run_self_check, self_check_record
 
+    if args.name and (args.name.endswith(".safetensors") or "/" in args.name or Path(args.name).exists()):
+        raise PifnetError(
+            f"weights check takes a manifest name (the recorded sample tile and score live in the manifest), got "
+            f"the path {args.name!r}; check a file with `pifnet-infer weights verify {args.name}`"
+        )
     names = [args.name] if args.name else [n for n in list_weights() if self_check_record(get_weight(n))]
     results = [run_self_check(name) for name in names]
     rows = [

@@ -30,7 +30,7 @@ from pifnet_infer.dask.workers import model_key, model_token, worker_batch_size,
 from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.fusion import ScaleArg, scale_pair
 from pifnet_infer.prepare import ModelArg, check_batch_size, model_input_affine, resolve_model, resolve_tiling
-from pifnet_infer.tiling.array_io import ArrayInput, ArraySink, ArraySource, array_postprocess
+from pifnet_infer.tiling.array_io import ArrayInput, ArraySink, ArraySource, array_postprocess, band_fill
 from pifnet_infer.tiling.runner import run_tiles
 
 _logger = logging.getLogger(__name__)
@@ -91,12 +91,10 @@ class BlockPlan:
 
 
 def _invalid(block: np.ndarray, nodata: float | None) -> np.ndarray | None:
-    """Bool (H, W): any band NaN or ``nodata`` (as :func:`~pifnet_infer.tiling.array_io.scan_array`), None if none."""
-    bad = np.zeros(block.shape[1:], dtype=bool)
-    if block.dtype.kind == "f":
-        bad |= np.isnan(block).any(axis=0)
+    """Bool (bands, H, W): NaN or ``nodata`` (as :func:`~pifnet_infer.tiling.array_io.scan_array`), None if none."""
+    bad = np.isnan(block) if block.dtype.kind == "f" else np.zeros(block.shape, dtype=bool)
     if nodata is not None and not np.isnan(nodata):
-        bad |= (block == nodata).any(axis=0)
+        bad |= block == nodata
     return bad if bad.any() else None
 
 
@@ -219,18 +217,16 @@ def _scan(arrays: list[tuple[Any, str]], nodata: float | None) -> list[_Scan]:
         if nodata is not None and not np.isnan(nodata):
             bad = bad | (xf == nodata)
             infinite = infinite & (xf != nodata)
-        pixel_bad = bad.any(axis=0)
-        lazy.append((infinite.sum(), pixel_bad.sum(), da.where(pixel_bad, 0.0, xf).sum(axis=(1, 2))))
+        lazy.append((infinite.sum(), bad.sum(axis=(1, 2)), da.where(bad, 0.0, xf).sum(axis=(1, 2))))
     results = []
     for (x, name), (n_inf, n_bad, total) in zip(arrays, dask.compute(*lazy), strict=True):
         if n_inf:
             raise ValueError(
                 f"{name} contains infinite values; replace them with NaN or a nodata value and pass nodata="
             )
-        n_valid = x.shape[1] * x.shape[2] - int(n_bad)
-        if n_valid == 0:
-            raise ValueError(f"{name} has no valid pixel: every pixel is NaN or nodata={nodata!r}")
-        results.append(_Scan(tuple(float(v) for v in np.asarray(total) / n_valid) if n_bad else None))
+        n_valid = x.shape[1] * x.shape[2] - np.asarray(n_bad)
+        fill = band_fill(np.asarray(total), n_valid, name=name, nodata=nodata, pass_through=name == "lr_hsi")
+        results.append(_Scan(tuple(float(v) for v in fill) if np.any(n_bad) else None))
     return results
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,8 +40,12 @@ from pifnet_infer.io.raster_io import (
 from pifnet_infer.io.rasters import Align, align_msi, open_raster
 from pifnet_infer.prepare import (
     ModelArg,
+    affine_range,
     check_batch_size,
+    check_input_range,
+    check_integer_output,
     model_input_affine,
+    output_guard,
     resolve_model,
     resolve_tiling,
     with_refinement,
@@ -225,6 +230,7 @@ def fuse_geotiff(
     offset: ScaleArg = None,
     nodata: float | None = None,
     out_dtype: str | None = None,
+    out_scale: float | None = None,
     cog: bool = False,
     overwrite: bool = False,
     refine: bool = False,
@@ -251,7 +257,7 @@ def fuse_geotiff(
     Args:
         hsi_path: the LR-HSI raster (C bands, h x w).
         msi_path: the HR-MSI raster on the HSI grid subdivided by ``ratio`` (it may extend beyond the HSI).
-        out_path: the GeoTIFF to write.
+        out_path: the GeoTIFF to write (``.tif`` or ``.tiff``).
         model: a loaded PIFNet, a manifest name, a ``.safetensors`` path, or ``"auto"``: the one manifest
             weight that fits the selected band counts, the ratio and the HSI wavelengths when known.
         hsi_bands: HSI bands to use, 1-based like GDAL (a sequence or ``"1,2,5-8"``); None: all.
@@ -270,7 +276,10 @@ def fuse_geotiff(
         offset: see ``scale``.
         nodata: stored value of missing pixels in both inputs (replacing the files' nodata) and the value
             written where the output is missing; None: the files' nodata, and NaN in a float output.
-        out_dtype: output data type, one of :data:`OUT_DTYPES`; None: float32. Integer types round and clip.
+        out_dtype: output data type, one of :data:`OUT_DTYPES`; None: float32. Integer types round, and are
+            refused when they cannot hold the data (too few steps over its range, or values beyond the type's).
+        out_scale: store ``physical / out_scale`` (GDAL scale tag ``out_scale``, offset 0) instead of the HSI's
+            stored units, e.g. ``1e-4`` to write float reflectance as int16; None: the HSI's units.
         cog: write a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver).
         overwrite: replace an existing ``out_path``.
         refine: pass every fused tile through :func:`pifnet_infer.adapt.refine` (see :func:`pifnet_infer.fuse`).
@@ -283,10 +292,14 @@ def fuse_geotiff(
     Raises:
         FileNotFoundError: an input or the output folder does not exist.
         FileExistsError: ``out_path`` exists and ``overwrite`` is False.
+        ValueError: ``out_path`` is one of the inputs (refused even with ``overwrite``), or does not end
+            in ``.tif``/``.tiff``.
         OSError: an input is not a raster GDAL can read.
         GridMismatchError: CRS missing or different, non-integer ratio, misaligned grids, MSI too small.
         ShapeMismatchError: band index out of range, or the model does not fit the selected bands/ratio.
         ValueError: bad arguments, integer rasters without scale, infinite values, no valid pixel.
+        ValueRangeError: inputs far outside the weight's ``input_range`` (before any compute), or a model
+            output that is NaN, infinite or absurd (nothing is written).
 
     Example:
         >>> fuse_geotiff("lr_hsi.tif", "hr_msi.tif", "fused.tif", model="pifnet-chikusei-x4")  # doctest: +SKIP
@@ -298,8 +311,12 @@ def fuse_geotiff(
 
     if align not in ("error", "resample"):
         raise ValueError(f"align must be 'error' or 'resample', got {align!r}")
+    if Path(out_path).suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"the output is a GeoTIFF: its name must end in .tif or .tiff, got {str(out_path)!r}")
     dtype_out = _out_dtype(out_dtype)
-    out = check_output_path(out_path, overwrite=overwrite)
+    if out_scale is not None and not (isinstance(out_scale, (int, float)) and math.isfinite(out_scale) and out_scale > 0):
+        raise ValueError(f"out_scale must be a positive number or None, got {out_scale!r}")
+    out = check_output_path(out_path, overwrite=overwrite, inputs={"HSI": hsi_path, "MSI": msi_path})
     check_batch_size(batch_size)
     (s_hsi, s_msi), (o_hsi, o_msi) = _pair_arg(scale, "scale"), _pair_arg(offset, "offset")
     with contextlib.ExitStack() as stack:
@@ -322,7 +339,9 @@ def fuse_geotiff(
         model_ab = model_input_affine(net)
         window = pair.msi_window
         source = RasterSource(
-            scan_input(_raster_input(hsi_ds, hsi, (0, 0), pair.lr_shape, hsi_phys, model_ab, nodata), "HSI"),
+            scan_input(
+                _raster_input(hsi_ds, hsi, (0, 0), pair.lr_shape, hsi_phys, model_ab, nodata), "HSI", pass_through=True
+            ),
             scan_input(
                 _raster_input(
                     msi_read, msi, (window.row_off, window.col_off), pair.hr_shape, msi_phys, model_ab, nodata
@@ -330,6 +349,21 @@ def fuse_geotiff(
                 "MSI",
             ),
             pair.ratio,
+        )
+        for inp, phys, name, user_scale in (
+            (source.hsi, hsi_phys, "HSI", s_hsi),
+            (source.msi, msi_phys, "MSI", s_msi),
+        ):
+            observed = affine_range(inp.low, inp.high, phys[0], phys[1])
+            check_input_range(net, observed, name=name, scale=user_scale)
+        out_units = hsi_phys if out_scale is None else (np.full(hsi.count, out_scale), np.zeros(hsi.count))
+        check_integer_output(
+            dtype_out, affine_range(source.hsi.low, source.hsi.high, hsi_phys[0], hsi_phys[1]),
+            float(np.abs(out_units[0]).max()), float(out_units[1].min()),
+            fix="pass out_scale={suggested} (CLI: --out-scale {suggested}) to store multiples of it, or a float out_dtype",
+        )  # fmt: skip
+        lr_range = affine_range(
+            source.hsi.low, source.hsi.high, source.hsi.scale.ravel(), source.hsi.offset.ravel()
         )
         missing = source.hsi.flagged_rows is not None or source.msi.flagged_rows is not None
         fill, out_nodata = _output_nodata(dtype_out, nodata, hsi, missing)
@@ -353,13 +387,18 @@ def fuse_geotiff(
         tmp = stack.enter_context(atomic_output(out, overwrite=overwrite))
         target = tmp.scratch("tiled.tif") if cog else tmp.path
         profile = _output_profile(pair, hsi.count, dtype_out, out_nodata)
+        to_model = (
+            (out_units[0] * model_ab[0]).astype(np.float32).reshape(-1, 1, 1),
+            (out_units[1] * model_ab[0] + model_ab[1]).astype(np.float32).reshape(-1, 1, 1),
+        )
+        postprocess = output_guard(raster_postprocess(source, dtype_out, fill, to_model=to_model), lr_range)
         was_training = net.training
         net.eval()
         try:
             with rasterio.open(target, "w", **profile) as dst:
-                _write_metadata(dst, hsi_ds, hsi, hsi_phys, getattr(net, "weight_entry", None), tags)
+                _write_metadata(dst, hsi_ds, hsi, out_units, getattr(net, "weight_entry", None), tags)
                 run_tiles(
-                    net, source, RasterSink(dst, raster_postprocess(source, dtype_out, fill)), tile_size=tile,
+                    net, source, RasterSink(dst, postprocess), tile_size=tile,
                     overlap=lap, blend="cosine" if lap else "none", batch_size=batch_size, device=compute,
                     dtype=compute_dtype, progress=progress, callback=callback,
                 )  # fmt: skip

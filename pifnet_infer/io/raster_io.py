@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pifnet_infer.errors import RasterReadError, ShapeMismatchError
-from pifnet_infer.tiling.array_io import ArraySink, mirror_indices
+from pifnet_infer.tiling.array_io import ArraySink, band_fill, mirror_indices
 from pifnet_infer.tiling.protocols import RowPostprocess, Window
 
 #: output block side in pixels (a multiple of 16, as GeoTIFF tiles must be)
@@ -42,6 +42,8 @@ class RasterInput:
         nodata: raw nodata value, or None (NaN is always missing in float rasters).
         fill: float32 (bands,) raw value written at missing pixels, or None when there are none.
         flagged_rows: bool (height,), rows holding a missing pixel, or None when there are none.
+        low: float64 (bands,), per-band minimum of the valid pixels (raw units), once scanned.
+        high: float64 (bands,), per-band maximum of the valid pixels (raw units), once scanned.
         lock: serialises reads: the engine reads tiles in a background thread while the Sink reads
             missing-pixel masks in the main thread, and a GDAL dataset must not be used by two at once.
     """
@@ -55,6 +57,8 @@ class RasterInput:
     nodata: float | None = None
     fill: np.ndarray | None = None
     flagged_rows: np.ndarray | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def read_raw(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
@@ -74,13 +78,13 @@ class RasterInput:
             ) from err
 
     def missing(self, raw: np.ndarray) -> np.ndarray | None:
-        """Bool (rows, cols): pixels where any band is NaN or nodata; None when the dtype cannot have any."""
+        """Bool (bands, rows, cols): values that are NaN or nodata; None when the dtype cannot have any."""
         is_float = raw.dtype.kind == "f"
         if not is_float and self.nodata is None:
             return None
-        bad = np.isnan(raw).any(axis=0) if is_float else np.zeros(raw.shape[1:], dtype=bool)
+        bad = np.isnan(raw) if is_float else np.zeros(raw.shape, dtype=bool)
         if self.nodata is not None and not np.isnan(self.nodata):
-            bad |= (raw == self.nodata).any(axis=0)
+            bad |= raw == self.nodata
         return bad
 
     def read(self, window: Window) -> np.ndarray:
@@ -97,14 +101,14 @@ class RasterInput:
             mask = self.missing(raw)
             if mask is not None and mask.any():
                 if not inside:
-                    mask = mask[rows - r0][:, cols - c0]
-                block[:, mask] = self.fill[:, None]
+                    mask = mask[:, rows - r0][:, :, cols - c0]
+                np.copyto(block, self.fill[:, None, None], where=mask)
         block *= self.scale
         block += self.offset
         return block
 
     def missing_rows(self, row0: int, row1: int) -> np.ndarray | None:
-        """Bool (row1 - row0, width) of missing pixels in these scene rows, or None when they have none."""
+        """Bool (bands, row1 - row0, width) of missing values in these scene rows, or None when they have none."""
         if self.flagged_rows is None or not self.flagged_rows[row0:row1].any():
             return None
         return self.missing(self.read_raw(row0, row1, 0, self.shape[1]))
@@ -137,16 +141,20 @@ class RasterSource:
         return self.hsi.read(lr_window), self.msi.read(lr_window.scaled(self.ratio))
 
     def missing_hr_rows(self, row0: int, row1: int) -> np.ndarray | None:
-        """Bool [row1-row0, W]: HR pixels under a missing LR pixel or at a missing MSI pixel, or None."""
+        """Bool [C or 1, row1-row0, W]: missing output values, or None.
+
+        An output band is missing under its own missing LR values; every band at a missing MSI pixel.
+        """
         r = self.ratio
         lo, hi = row0 // r, (row1 - 1) // r + 1
         mask = None
         lr_missing = self.hsi.missing_rows(lo, hi)
         if lr_missing is not None:
-            mask = lr_missing[np.arange(row0, row1) // r - lo][:, np.arange(self.msi.shape[1]) // r]
+            mask = lr_missing[:, np.arange(row0, row1) // r - lo][..., np.arange(self.msi.shape[1]) // r]
         msi_missing = self.msi.missing_rows(row0, row1)
         if msi_missing is not None:
-            mask = msi_missing if mask is None else mask | msi_missing
+            any_band = msi_missing.any(axis=0)[None]
+            mask = any_band if mask is None else mask | any_band
         return mask
 
 
@@ -216,12 +224,20 @@ class RasterSink:
         self._writer.flush()
 
 
-def raster_postprocess(source: RasterSource, dtype: np.dtype[Any], fill: float) -> RowPostprocess:
-    """Row postprocess for the output: model range -> the HSI's stored units, missing pixels -> ``fill``.
+def raster_postprocess(
+    source: RasterSource,
+    dtype: np.dtype[Any],
+    fill: float,
+    *,
+    to_model: tuple[np.ndarray, np.ndarray] | None = None,
+) -> RowPostprocess:
+    """Row postprocess for the output: model range -> the output's stored units, missing pixels -> ``fill``.
 
-    Integer ``dtype`` rounds and clips to the dtype's range (the cast happens when the rows are stored).
+    ``to_model``: float32 (bands, 1, 1) scale and offset with model value = stored * scale + offset; None:
+    the HSI's stored units. Integer ``dtype`` rounds and clips to the dtype's range (the cast happens when
+    the rows are stored).
     """
-    scale, offset = source.hsi.scale, source.hsi.offset
+    scale, offset = (source.hsi.scale, source.hsi.offset) if to_model is None else to_model
     info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
 
     def finish(row0: int, values: np.ndarray) -> np.ndarray:
@@ -229,7 +245,7 @@ def raster_postprocess(source: RasterSource, dtype: np.dtype[Any], fill: float) 
         values /= scale
         missing = source.missing_hr_rows(row0, row0 + values.shape[1])
         if missing is not None:
-            values[:, missing] = fill
+            np.copyto(values, np.float32(fill), where=missing)
         if info is not None:
             np.clip(np.rint(values, out=values), info.min, info.max, out=values)
         return values
@@ -237,19 +253,22 @@ def raster_postprocess(source: RasterSource, dtype: np.dtype[Any], fill: float) 
     return finish
 
 
-def scan_input(inp: RasterInput, name: str) -> RasterInput:
-    """Find rows with missing pixels and the per-band mean of valid pixels (raw units), a few rows at a time.
+def scan_input(inp: RasterInput, name: str, *, pass_through: bool = False) -> RasterInput:
+    """Find rows with missing values, the per-band mean, minimum and maximum of valid values (raw units).
+
+    Reads the input a few rows at a time. ``pass_through``: how a band without valid pixel is handled
+    (see :func:`~pifnet_infer.tiling.array_io.band_fill`).
 
     Raises:
-        ValueError: infinite values, or no valid pixel.
+        ValueError: infinite values, or no valid pixel (in any band, or in some band without ``pass_through``).
     """
     dtype = np.dtype(inp.dataset.dtypes[inp.indexes[0] - 1])
-    if dtype.kind != "f" and inp.nodata is None:
-        return inp
     height, width = inp.shape
-    step = max(1, _SCAN_ELEMENTS // max(1, len(inp.indexes) * width))
-    total = np.zeros(len(inp.indexes), dtype=np.float64)
-    n_valid = 0
+    bands = len(inp.indexes)
+    step = max(1, _SCAN_ELEMENTS // max(1, bands * width))
+    total = np.zeros(bands, dtype=np.float64)
+    n_valid = np.zeros(bands, dtype=np.int64)
+    low, high = np.full(bands, np.inf), np.full(bands, -np.inf)
     flagged = np.zeros(height, dtype=bool)
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
@@ -263,16 +282,16 @@ def scan_input(inp: RasterInput, name: str) -> RasterInput:
                 f"the {name} contains infinite values; set a nodata value for them (e.g. gdal_edit.py)"
             )
         bad = inp.missing(raw)
-        if bad is None or not bad.any():
-            total += raw.sum(axis=(1, 2), dtype=np.float64)
-            n_valid += raw.shape[1] * raw.shape[2]
-            continue
-        flagged[r0:r1] = bad.any(axis=1)
-        total += np.where(bad, 0, raw).sum(axis=(1, 2), dtype=np.float64)
-        n_valid += int(bad.size - bad.sum())
-    if n_valid == 0:
-        raise ValueError(f"the {name} has no valid pixel: every pixel is NaN or nodata={inp.nodata!r}")
+        if bad is not None and bad.any():
+            flagged[r0:r1] = bad.any(axis=(0, 2))
+        for k, band in enumerate(raw):
+            valid = band if bad is None or not bad[k].any() else band[~bad[k]]
+            if valid.size:
+                total[k] += valid.sum(dtype=np.float64)
+                n_valid[k] += valid.size
+                low[k], high[k] = min(low[k], valid.min()), max(high[k], valid.max())
+    fill = band_fill(total, n_valid, name=f"the {name}", nodata=inp.nodata, pass_through=pass_through)
+    low[n_valid == 0], high[n_valid == 0] = np.nan, np.nan
     if not flagged.any():
-        return inp
-    fill = (total / n_valid).astype(np.float32)
-    return replace(inp, fill=fill, flagged_rows=flagged)
+        return replace(inp, low=low, high=high)
+    return replace(inp, fill=fill.astype(np.float32), flagged_rows=flagged, low=low, high=high)

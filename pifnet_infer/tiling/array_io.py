@@ -11,11 +11,13 @@ final rows the engine hands it into ``out``.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from pifnet_infer.errors import MissingDataWarning
 from pifnet_infer.tiling.protocols import RowPostprocess, Window
 
 _logger = logging.getLogger(__name__)
@@ -48,25 +50,70 @@ class ScanResult:
     """What a pass over an input found.
 
     Attributes:
-        invalid: bool (H, W), True where any band is NaN or ``nodata``; None when no pixel is.
-        fill: float64 (bands,), per-band mean of the valid pixels (raw units), used at invalid pixels.
+        invalid: bool (bands, H, W), True where that band is NaN or ``nodata``; None when no pixel is.
+        fill: float64 (bands,), per-band mean of the band's valid pixels (raw units), used at its invalid pixels.
+        low: float64 (bands,), per-band minimum of the valid pixels (raw units; NaN for an empty band).
+        high: float64 (bands,), per-band maximum of the valid pixels (raw units; NaN for an empty band).
     """
 
     invalid: np.ndarray | None
     fill: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
 
-def scan_array(array: np.ndarray, layout: Layout, nodata: float | None, *, name: str) -> ScanResult:
-    """Find invalid pixels and per-band means of the valid ones, a few rows at a time.
+def band_fill(
+    total: np.ndarray, n_valid: np.ndarray, *, name: str, nodata: float | None, pass_through: bool
+) -> np.ndarray:
+    """Per-band means of the valid pixels (``total / n_valid``), with bands that have none handled.
+
+    Args:
+        total: float64 (bands,), sums of the valid pixels.
+        n_valid: (bands,), numbers of valid pixels.
+        name: the input, for messages.
+        nodata: the nodata value, for messages.
+        pass_through: a band without valid pixel is reported by one :class:`~pifnet_infer.errors.MissingDataWarning`
+            and filled with the other bands' mean (its output stays missing); False: it is an error.
+
+    Raises:
+        ValueError: no valid pixel in any band; or, without ``pass_through``, in some band.
+    """
+    missing = f"every pixel is NaN{'' if nodata is None else f' or nodata={nodata!r}'}"
+    if not n_valid.any():
+        raise ValueError(f"{name} has no valid pixel: {missing}")
+    empty = np.flatnonzero(n_valid == 0)
+    fill = total / np.maximum(n_valid, 1)
+    if empty.size:
+        listed = ", ".join(str(b + 1) for b in empty)
+        if not pass_through:
+            raise ValueError(
+                f"{name} band(s) {listed} (1-based) have no valid pixel ({missing}); every band of it is needed: "
+                "drop those bands and use a model for the others"
+            )
+        warnings.warn(
+            f"{name} band(s) {listed} (1-based) have no valid pixel ({missing}); they stay missing in the output "
+            "and the other bands are fused",
+            MissingDataWarning,
+            stacklevel=4,
+        )
+        fill[empty] = fill[n_valid > 0].mean()
+    return fill
+
+
+def scan_array(
+    array: np.ndarray, layout: Layout, nodata: float | None, *, name: str, pass_through: bool = False
+) -> ScanResult:
+    """Find invalid pixels of each band and per-band means of the valid ones, a few rows at a time.
 
     Args:
         array: (bands, H, W) for ``"chw"`` or (H, W, bands) for ``"hwc"``, any real dtype.
         layout: ``"chw"`` or ``"hwc"``.
         nodata: raw value marking missing pixels (NaN is always missing), or None.
         name: argument name used in error messages.
+        pass_through: how a band without valid pixel is handled (see :func:`band_fill`).
 
     Raises:
-        ValueError: infinite values, or no valid pixel at all.
+        ValueError: infinite values, or no valid pixel at all (or in a band, without ``pass_through``).
     """
     axis = band_axis(layout)
     bands = array.shape[axis]
@@ -75,12 +122,13 @@ def scan_array(array: np.ndarray, layout: Layout, nodata: float | None, *, name:
     is_float = np.issubdtype(array.dtype, np.floating)
     invalid: np.ndarray | None = None  # allocated at the first missing pixel
     total = np.zeros(bands, dtype=np.float64)
-    n_invalid = 0
+    n_valid = np.zeros(bands, dtype=np.int64)
+    low, high = np.full(bands, np.inf), np.full(bands, -np.inf)
     for r0 in range(0, height, rows_per_chunk):
         rows = slice(r0, r0 + rows_per_chunk)
         block = array[:, rows] if axis == 0 else np.moveaxis(array[rows], 2, 0)
-        bad = np.zeros(block.shape[1:], dtype=bool)
-        for band in block:  # one band at a time keeps the temporaries small
+        for k, band in enumerate(block):  # one band at a time keeps the temporaries small
+            bad = np.zeros(band.shape, dtype=bool)
             if is_float:
                 if np.isinf(band).any() and not (nodata is not None and np.isinf(nodata)):
                     raise ValueError(
@@ -89,18 +137,18 @@ def scan_array(array: np.ndarray, layout: Layout, nodata: float | None, *, name:
                 bad |= np.isnan(band)
             if nodata is not None and not np.isnan(nodata):
                 bad |= band == nodata
-        if bad.any():
-            if invalid is None:
-                invalid = np.zeros((height, width), dtype=bool)
-            invalid[rows] = bad
-            n_invalid += int(bad.sum())
-            total += np.array([band[~bad].sum(dtype=np.float64) for band in block])
-        else:
-            total += block.sum(axis=(1, 2), dtype=np.float64)
-    n_valid = height * width - n_invalid
-    if n_valid == 0:
-        raise ValueError(f"{name} has no valid pixel: every pixel is NaN or nodata={nodata!r}")
-    return ScanResult(invalid, total / n_valid)
+            valid = band[~bad] if bad.any() else band
+            if bad.any():
+                if invalid is None:
+                    invalid = np.zeros((bands, height, width), dtype=bool)
+                invalid[k, rows] = bad
+            if valid.size:
+                total[k] += valid.sum(dtype=np.float64)
+                n_valid[k] += valid.size
+                low[k], high[k] = min(low[k], valid.min()), max(high[k], valid.max())
+    fill = band_fill(total, n_valid, name=name, nodata=nodata, pass_through=pass_through)
+    low[n_valid == 0], high[n_valid == 0] = np.nan, np.nan
+    return ScanResult(invalid, fill, low, high)
 
 
 @dataclass(frozen=True)
@@ -111,8 +159,8 @@ class ArrayInput:
         array: (bands, H, W) for ``"chw"`` or (H, W, bands) for ``"hwc"``; any real dtype; may be a memmap.
         layout: ``"chw"`` or ``"hwc"``.
         scale, offset: model value = raw * scale + offset.
-        invalid: bool (H, W), True at nodata pixels, or None.
-        fill: (bands,) raw values written at invalid pixels before conversion, or None.
+        invalid: bool (bands, H, W) (or (H, W): every band), True at missing values, or None.
+        fill: (bands,) raw values written at the invalid pixels of each band before conversion, or None.
     """
 
     array: np.ndarray
@@ -148,11 +196,10 @@ class ArrayInput:
         if not inside:
             block = block[:, rows - r0][:, :, cols - c0]
         if self.invalid is not None and self.fill is not None:
-            mask = self.invalid[r0:r1, c0:c1]
+            mask = self.invalid[..., r0:r1, c0:c1]
             if not inside:
-                mask = mask[rows - r0][:, cols - c0]
-            if mask.any():
-                block[:, mask] = self.fill.astype(np.float32)[:, None]
+                mask = mask[..., rows - r0, :][..., cols - c0]
+            np.copyto(block, self.fill.astype(np.float32)[:, None, None], where=mask)
         if self.scale != 1.0 or self.offset != 0.0:
             block *= np.float32(self.scale)
             block += np.float32(self.offset)
@@ -184,14 +231,20 @@ class ArraySource:
         return self.lr.read(lr_window), self.msi.read(lr_window.scaled(self.ratio))
 
     def invalid_hr_rows(self, row0: int, row1: int) -> np.ndarray | None:
-        """Bool [row1-row0, W]: HR pixels covered by an invalid LR pixel or invalid MSI pixel, or None."""
+        """Bool [C or 1, row1-row0, W]: missing output values, or None.
+
+        An output band is missing under its own missing LR-HSI pixels; every band is missing at a pixel
+        where any MSI band is.
+        """
         r = self.ratio
         mask = None
         if self.lr.invalid is not None:
-            mask = self.lr.invalid[np.arange(row0, row1) // r][:, np.arange(self.msi.shape[1]) // r]
+            lr = self.lr.invalid if self.lr.invalid.ndim == 3 else self.lr.invalid[None]
+            mask = lr[:, np.arange(row0, row1) // r][..., np.arange(self.msi.shape[1]) // r]
         if self.msi.invalid is not None:
-            msi_rows = self.msi.invalid[row0:row1]
-            mask = msi_rows.copy() if mask is None else mask | msi_rows
+            msi = self.msi.invalid[..., row0:row1, :]
+            msi_rows = msi.any(axis=0) if msi.ndim == 3 else msi
+            mask = msi_rows[None] if mask is None else mask | msi_rows
         return mask
 
 
@@ -210,7 +263,7 @@ def array_postprocess(source: ArraySource, dtype: np.dtype[Any], nodata: float |
         values = (values - np.float32(b)) / np.float32(a) if (a, b) != (1.0, 0.0) else values
         invalid = source.invalid_hr_rows(row0, row0 + values.shape[1])
         if invalid is not None:
-            values[:, invalid] = fill
+            np.copyto(values, np.float32(fill), where=invalid)
         if integer:
             info = np.iinfo(dtype)
             values = np.clip(np.rint(values), info.min, info.max)

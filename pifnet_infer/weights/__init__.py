@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import os
-import tempfile
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +25,8 @@ import torch
 from pifnet_infer._utils.device import DTypeArg, resolve_device, resolve_dtype
 from pifnet_infer._version import __version__
 from pifnet_infer.config import PIFNetConfig
-from pifnet_infer.errors import CheckpointMismatchError, WeightsNotFoundError
+from pifnet_infer.errors import CheckpointMismatchError, ManifestError, WeightsNotFoundError
+from pifnet_infer.io.atomic import temp_file_beside
 from pifnet_infer.weights.hub import resolve_weight_file, sha256_file
 from pifnet_infer.weights.manifest import MANIFEST_ENV, WeightEntry, load_manifest
 
@@ -40,6 +41,7 @@ __all__ = [
     "get_weight",
     "list_weights",
     "load_model",
+    "model_band_grid",
     "read_weights_config",
     "save_state_dict",
     "save_weights",
@@ -51,6 +53,9 @@ _logger = logging.getLogger(__name__)
 #: safetensors metadata key holding ``PIFNetConfig.to_dict()`` as JSON.
 METADATA_CONFIG_KEY = "pifnet_infer.config"
 _METADATA_VERSION_KEY = "pifnet_infer.version"
+#: safetensors metadata keys holding the HSI band grid (JSON lists of nm), so a file carries it without a manifest
+METADATA_WAVELENGTHS_KEY = "pifnet_infer.hsi_wavelengths_nm"
+METADATA_FWHM_KEY = "pifnet_infer.hsi_fwhm_nm"
 
 _MODEL_CACHE: dict[tuple[object, ...], PIFNet] = {}
 _CACHE_LOCK = threading.Lock()
@@ -132,6 +137,7 @@ def save_state_dict(
     *,
     config: PIFNetConfig,
     metadata: Mapping[str, str] | None = None,
+    band_grid: BandGrid | None = None,
 ) -> Path:
     """Write tensors and ``config`` to a safetensors file atomically (temporary file, then rename).
 
@@ -141,6 +147,8 @@ def save_state_dict(
         config: stored as JSON under :data:`METADATA_CONFIG_KEY`.
         metadata: extra string metadata; keys starting with ``pifnet_infer.`` other than
             ``pifnet_infer.source`` / ``pifnet_infer.preset`` are reserved.
+        band_grid: (HSI band centres in nm, FWHM in nm or None) the weights were trained on, stored under
+            :data:`METADATA_WAVELENGTHS_KEY` / :data:`METADATA_FWHM_KEY` and read back by :func:`load_model`.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -151,7 +159,10 @@ def save_state_dict(
     bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:
         raise ValueError(f"metadata must map str to str; these keys do not: {bad!r}")
-    reserved = sorted({METADATA_CONFIG_KEY, _METADATA_VERSION_KEY, "format"} & set(extra))
+    reserved = sorted(
+        {METADATA_CONFIG_KEY, _METADATA_VERSION_KEY, METADATA_WAVELENGTHS_KEY, METADATA_FWHM_KEY, "format"}
+        & set(extra)
+    )
     if reserved:
         raise ValueError(f"metadata keys {reserved} are written by pifnet-infer itself; use other names")
     header = {
@@ -160,15 +171,23 @@ def save_state_dict(
         METADATA_CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True),
         _METADATA_VERSION_KEY: __version__,
     }
+    if band_grid is not None:
+        wavelengths, fwhm = band_grid
+        if len(wavelengths) != config.hsi_bands:
+            raise ValueError(f"band_grid has {len(wavelengths)} wavelengths for {config.hsi_bands} HSI bands")
+        header[METADATA_WAVELENGTHS_KEY] = json.dumps([float(w) for w in wavelengths])
+        if fwhm is not None:
+            header[METADATA_FWHM_KEY] = json.dumps([float(w) for w in fwhm])
     target = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file_beside(target)
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # the umask's; save_file replaces the file with a 0600 one
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return target
 
@@ -188,7 +207,35 @@ def save_weights(
 
     .. versionadded:: 0.1
     """
-    return save_state_dict(model.state_dict(), path, config=model.config, metadata=metadata)
+    return save_state_dict(
+        model.state_dict(), path, config=model.config, metadata=metadata, band_grid=model_band_grid(model)
+    )
+
+
+BandGrid = tuple[Sequence[float], Sequence[float] | None]
+
+
+def model_band_grid(model: torch.nn.Module) -> BandGrid | None:
+    """(HSI band centres, FWHM or None) in nm a model was trained on: its manifest entry's, else its file's.
+
+    .. versionadded:: 0.1
+    """
+    entry = getattr(model, "weight_entry", None)
+    if entry is not None and entry.hsi_wavelengths_nm is not None:
+        return entry.hsi_wavelengths_nm, entry.hsi_fwhm_nm
+    grid: BandGrid | None = getattr(model, "band_grid", None)
+    return grid
+
+
+def _band_grid_from_header(header: Mapping[str, str], path: str | os.PathLike[str]) -> BandGrid | None:
+    if METADATA_WAVELENGTHS_KEY not in header:
+        return None
+    try:
+        wavelengths = tuple(float(w) for w in json.loads(header[METADATA_WAVELENGTHS_KEY]))
+        fwhm = header.get(METADATA_FWHM_KEY)
+        return wavelengths, None if fwhm is None else tuple(float(w) for w in json.loads(fwhm))
+    except (ValueError, TypeError) as err:
+        raise CheckpointMismatchError(f"invalid band grid metadata in {str(path)!r}: {err}") from err
 
 
 def read_weights_config(path: str | os.PathLike[str]) -> PIFNetConfig:
@@ -258,26 +305,24 @@ def load_model(
         token: Hub token for private repositories.
 
     Returns:
-        The model, with ``model.weight_entry`` set to its :class:`WeightEntry` (``None`` for a path).
+        The model, with ``model.weight_entry`` set to its :class:`WeightEntry` (for a path: the entry of
+        the same file, a copy of a manifest weight, else ``None``) and ``model.band_grid`` to the band grid
+        stored in the file (:func:`model_band_grid` gives either).
 
     Raises:
         WeightsNotFoundError: unknown name (available names listed), missing file, or not cached
             while offline (the message names ``pifnet-infer weights download NAME``).
         ChecksumMismatchError: the file's sha256 differs from the manifest.
-        CheckpointMismatchError: the file's config differs from the manifest's, or its keys/shapes
-            differ from the model's.
+        CheckpointMismatchError: the file's config differs from the manifest's, its keys/shapes
+            differ from the model's, or a tensor holds NaN or infinite values (named).
 
     .. versionadded:: 0.1
     """
     torch_device = resolve_device(device)
     param_dtype = torch.float32 if dtype == "auto" else resolve_dtype(dtype, torch_device)
     text = str(name_or_path)
-    if (
-        isinstance(name_or_path, os.PathLike)
-        or text.endswith(".safetensors")
-        or "/" in text
-        or os.sep in text
-    ):
+    by_path = isinstance(name_or_path, os.PathLike) or text.endswith(".safetensors") or "/" in text or os.sep in text
+    if by_path:
         path = Path(name_or_path)
         if not path.is_file():
             names = ", ".join(load_manifest()) or "none (the manifest is empty)"
@@ -285,8 +330,9 @@ def load_model(
                 f"weight file {str(path)!r} does not exist; pass an existing .safetensors file or one of the "
                 f"manifest's weights: {names}"
             )
-        key: tuple[object, ...] = ("file", sha256_file(path), str(torch_device), param_dtype)
-        entry = None
+        sha = sha256_file(path)
+        key: tuple[object, ...] = ("file", sha, str(torch_device), param_dtype)
+        entry = _entry_for_file(sha)
     else:
         entry = get_weight(str(name_or_path))
         _warn_below_target(entry)
@@ -296,7 +342,7 @@ def load_model(
     if cached is not None and not force_download:
         _logger.debug("load_model: cache hit for %s", key)
         return cached
-    if entry is not None:
+    if not by_path:
         path = resolve_weight_file(
             entry,
             revision=revision,
@@ -313,6 +359,16 @@ def load_model(
         _MODEL_CACHE[key] = model
     _logger.info("loaded %s on %s (%s)", entry.name if entry else path, torch_device, param_dtype)
     return model
+
+
+def _entry_for_file(sha256: str) -> WeightEntry | None:
+    """The manifest entry of a file with this sha256 (a copy of a manifest weight), else None."""
+    try:
+        entries = load_manifest()
+    except ManifestError as err:  # a file needs no manifest
+        _logger.debug("no manifest to match %s against: %s", sha256, err)
+        return None
+    return next((e for e in entries.values() if e.sha256 == sha256), None)
 
 
 def _warn_below_target(entry: WeightEntry) -> None:
@@ -348,11 +404,12 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
     """Build a CPU fp32 PIFNet from a weight file already verified by the caller (no cache, no sha check).
 
     Raises:
-        CheckpointMismatchError: config differs from ``entry.config``, or keys/shapes differ.
+        CheckpointMismatchError: config differs from ``entry.config``, keys/shapes differ, or a tensor
+            holds NaN or infinite values.
     """
     from safetensors.torch import load_file
 
-    from pifnet_infer.weights.convert import state_dict_differences
+    from pifnet_infer.weights.convert import check_finite, state_dict_differences
 
     header = _read_header(path)
     config = _config_from_header(header, path)
@@ -372,7 +429,9 @@ def build_model_from_file(path: str | os.PathLike[str], entry: WeightEntry | Non
             f"{str(path)!r} does not fit PIFNet({config}): {len(differences)} difference(s):\n  "
             + "\n  ".join(differences)
         )
+    check_finite(state, path)
     model.load_state_dict(state, strict=True)
+    model.band_grid = _band_grid_from_header(header, path)
     return model
 
 

@@ -18,6 +18,7 @@ import torch
 
 from pifnet_infer.config import PRESETS, PIFNetConfig, get_preset
 from pifnet_infer.errors import CheckpointMismatchError
+from pifnet_infer.io.atomic import check_output_path
 
 _logger = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ def convert_checkpoint(
 
     Raises:
         CheckpointMismatchError: unreadable checkpoint, other band counts than the preset (the
-            message names the presets that fit), or missing / unexpected / mis-shaped keys (listed).
+            message names the presets that fit), missing / unexpected / mis-shaped keys (listed), or
+            NaN / infinite values (the tensors named).
         FileExistsError: ``out_path`` exists and ``overwrite`` is False.
+        ValueError: ``out_path`` is ``in_path`` (refused even with ``overwrite``).
     """
     from pifnet_infer.weights import save_state_dict
 
@@ -67,10 +70,10 @@ def convert_checkpoint(
     source, target = Path(in_path), Path(out_path)
     if target.suffix != ".safetensors":
         raise ValueError(f"expected an output path ending in .safetensors, got {str(target)!r}")
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{str(target)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    check_output_path(target, overwrite=overwrite, inputs={"checkpoint": source})
     state = read_official_checkpoint(source)
     check_band_counts(state, config, preset=preset)
+    check_finite(state, source)
     expected = _expected_shapes(config)
     differences = state_dict_differences(expected, {k: tuple(v.shape) for k, v in state.items()})
     if differences:
@@ -103,10 +106,15 @@ def read_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Te
     """
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+    except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: never relay that
         raise CheckpointMismatchError(
-            f"cannot read {str(path)!r} as a weights-only PyTorch checkpoint ({type(err).__name__}: {err}); "
-            f"only plain state_dicts are accepted, never arbitrary pickles"
+            f"{str(path)!r} holds pickled Python objects besides tensors, which a weights-only load refuses: "
+            "only plain state_dicts are accepted, never arbitrary pickles; save model.state_dict() and convert that"
+        ) from err
+    except Exception as err:  # torch raises many kinds (RuntimeError, EOFError, SafetensorError, ...)
+        raise CheckpointMismatchError(
+            f"cannot read {str(path)!r} as a PyTorch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'})"
         ) from err
     if isinstance(loaded, Mapping):
         for wrapper in ("net", "state_dict"):
@@ -189,6 +197,21 @@ def state_dict_differences(
         if len(keys) > _MAX_LISTED:
             lines.append(f"... and {len(keys) - _MAX_LISTED} more {label} keys")
     return lines
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """Refuse a state_dict holding a NaN or infinite value, naming the first tensors that do.
+
+    Raises:
+        CheckpointMismatchError: some floating-point tensor is not finite everywhere.
+    """
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointMismatchError(
+            f"{str(path)!r} holds NaN or infinite values in {len(bad)} tensor(s): {shown}; the weights are corrupt "
+            "or come from a diverged training run: use another checkpoint"
+        )
 
 
 def _expected_shapes(config: PIFNetConfig) -> dict[str, tuple[int, ...]]:

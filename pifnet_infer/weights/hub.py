@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 from pifnet_infer._utils.optional import require
 from pifnet_infer._version import __version__
 from pifnet_infer.errors import ChecksumMismatchError, PifnetError, WeightsNotFoundError
+from pifnet_infer.io.atomic import temp_file_beside
 from pifnet_infer.weights.manifest import (
     ManifestError,
     WeightEntry,
@@ -430,11 +430,10 @@ def publish_weight(
 
 def _write_json_atomic(path: Path, document: Any) -> None:
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_file_beside(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
