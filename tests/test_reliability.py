@@ -213,6 +213,16 @@ CATALOGUE = [
         lambda s: _eval_files(s, _nan_band(s.hr_cube, 0))),
     Bad("cli-evaluate-json-folder-missing", lambda s: _evaluate(s, "--json", s.folder / "no" / "x.json"),
         CliFailed, "does not exist; create it first", lambda s: _eval_files(s, s.hr_cube)),
+    Bad("arrays-scale-nan", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), scale=math.nan, progress=False),
+        ValueError, "scale must be finite, got nan"),
+    Bad("api-offset-inf", lambda s: _geotiff(s, tiny_model(), offset=(0.0, math.inf)), ValueError,
+        "offset must be finite, got (0.0, inf)"),
+    Bad("arrays-micrometres", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), progress=False,
+        hsi_wavelengths_nm=list(s.wavelengths / 1000)), ValueError, "look like micrometres"),
+    Bad("cli-hsi-is-a-folder", lambda s: cli("fuse", "--hsi", s.folder / "big", "--msi", s.msi, "--out",
+        s.folder / "out.tif"), CliFailed, "is a folder; pass the raster file inside it"),
+    Bad("cli-ratio-0", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--ratio", 0), CliFailed,
+        "invalid ratio 0"),
     Bad("arrays-read-only-out", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), out=_read_only((8, 48, 88)),
         progress=False), ValueError, "out is read-only"),
     # 10. weights check refuses a path saying so
@@ -529,3 +539,13 @@ def test_diagnostics_scores_skip_missing_pixels(scene: Scene) -> None:
     assert all(math.isfinite(v) for v in scores.values()), scores
     complete = consistency(np.nan_to_num(fused), np.nan_to_num(lr), scene.hr_msi, ratio=RATIO, srf_matrix=srf)
     assert complete.spatial_rmse > 0 and math.isfinite(complete.spectral_psnr)
+
+
+def test_info_names_a_missing_crs(scene: Scene) -> None:
+    from affine import Affine
+    from test_geotiff import write_raster
+
+    hsi = write_raster(scene.folder / "nocrs-hsi.tif", scene.lr, None, Affine(30, 0, 0, 0, -30, 0))
+    msi = write_raster(scene.folder / "nocrs-msi.tif", scene.hr_msi, None, Affine(7.5, 0, 0, 0, -7.5, 0))
+    out = cli("info", hsi, msi)
+    assert "not derived (HSI and MSI without a CRS)" in out and "CRS differ" not in out
