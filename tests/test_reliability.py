@@ -549,3 +549,17 @@ def test_info_names_a_missing_crs(scene: Scene) -> None:
     msi = write_raster(scene.folder / "nocrs-msi.tif", scene.hr_msi, None, Affine(7.5, 0, 0, 0, -7.5, 0))
     out = cli("info", hsi, msi)
     assert "not derived (HSI and MSI without a CRS)" in out and "CRS differ" not in out
+
+
+def test_fuse_dask_checks_the_input_range_and_the_output_too(scene: Scene) -> None:
+    da = pytest.importorskip("dask.array")
+    from pifnet_infer.dask import fuse_dask
+
+    def chunked(lr: np.ndarray, msi: np.ndarray) -> tuple[object, object]:
+        return da.from_array(lr, chunks=(-1, 6, 11)), da.from_array(msi, chunks=(-1, 24, 44))
+
+    with pytest.raises(ValueRangeError, match="pass scale=0.0001"):
+        fuse_dask(*chunked(scene.lr * 10000, scene.hr_msi * 10000), NAME)
+    out = fuse_dask(*chunked(scene.lr, scene.hr_msi), Broken(math.nan))
+    with pytest.raises(ValueRangeError, match="returned NaN or infinite"):
+        out.compute(scheduler="threads")
