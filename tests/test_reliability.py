@@ -563,3 +563,16 @@ def test_fuse_dask_checks_the_input_range_and_the_output_too(scene: Scene) -> No
     out = fuse_dask(*chunked(scene.lr, scene.hr_msi), Broken(math.nan))
     with pytest.raises(ValueRangeError, match="returned NaN or infinite"):
         out.compute(scheduler="threads")
+
+
+def test_cli_warnings_are_one_line(scene: Scene) -> None:
+    write_pair(scene.folder, _nan_band(scene.lr, 2), scene.hr_msi, wavelengths=scene.wavelengths)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["fuse", "--hsi", str(scene.hsi), "--msi", str(scene.msi), "--out", str(scene.folder / "o.tif"),
+                     "--weights", str(scene.weights), "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert err.getvalue() == (
+        "pifnet-infer fuse: warning: the HSI band(s) 3 (1-based) have no valid pixel (every pixel is NaN); "
+        "they stay missing in the output and the other bands are fused\n"
+    )
