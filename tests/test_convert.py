@@ -169,7 +169,10 @@ def test_cli_convert_stores_the_band_grid(tmp_path: Path, official_state: dict) 
     wavelengths = np.linspace(400, 700, 31)
     np.save(tmp_path / "wl.npy", wavelengths)
     out = tmp_path / "out.safetensors"
-    assert main(["convert", str(src), str(out), "--preset", PRESET, "--wavelengths", str(tmp_path / "wl.npy")]) == 0
+    assert (
+        main(["convert", str(src), str(out), "--preset", PRESET, "--wavelengths", str(tmp_path / "wl.npy")])
+        == 0
+    )
     clear_model_cache()
     grid = model_band_grid(load_model(out))
     assert grid is not None and grid[1] is None

@@ -84,7 +84,9 @@ def test_fuse_gives_a_clear_error_or_a_finite_result(scene: Scene) -> None:
     except ValueError as err:  # the clear errors (ShapeMismatchError, ValueRangeError, ... are ValueErrors)
         message = str(err)
         assert message and "\n" not in message, message
-        expected = scene.h * scene.w == 1 or lr_nan.all() or msi_nan.reshape(scene.msi_bands, -1).all(axis=1).any()
+        expected = (
+            scene.h * scene.w == 1 or lr_nan.all() or msi_nan.reshape(scene.msi_bands, -1).all(axis=1).any()
+        )
         assert expected, f"unexpected refusal: {message}"
         return
     out = np.asarray(out)

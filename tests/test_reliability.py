@@ -129,7 +129,9 @@ class Broken(nn.Module):
 
 def _geotiff(s: Scene, model: object, folder: str = "", **kwargs: object) -> Path:
     base = s.folder / folder
-    return fuse_geotiff(base / "hsi.tif", base / "msi.tif", s.folder / "out.tif", model, progress=False, **kwargs)
+    return fuse_geotiff(
+        base / "hsi.tif", base / "msi.tif", s.folder / "out.tif", model, progress=False, **kwargs
+    )
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
@@ -398,7 +400,9 @@ def test_unexpected_errors_are_one_line_too(scene: Scene, monkeypatch: pytest.Mo
 def test_an_hsi_band_without_valid_pixel_passes_through(scene: Scene) -> None:
     model = tiny_model()
     lr = _nan_band(scene.lr, 2)
-    with pytest.warns(MissingDataWarning, match=r"lr_hsi band\(s\) 3 \(1-based\) have no valid pixel") as record:
+    with pytest.warns(
+        MissingDataWarning, match=r"lr_hsi band\(s\) 3 \(1-based\) have no valid pixel"
+    ) as record:
         out = fuse(lr, scene.hr_msi, model, progress=False)
     assert len(record) == 1
     assert np.isnan(out[2]).all() and np.isfinite(np.delete(out, 2, axis=0)).all()
@@ -429,12 +433,18 @@ def test_out_scale_stores_float_reflectance_as_integers(scene: Scene) -> None:
     out = scene.folder / "int16.tif"
     _fuse_cli(scene, "--out", out, "--out-dtype", "int16", "--out-scale", "1e-4")
     with rasterio.open(out) as dst:
-        assert dst.dtypes[0] == "int16" and dst.scales == (1e-4,) * len(PICK) and dst.offsets == (0.0,) * len(PICK)
+        assert (
+            dst.dtypes[0] == "int16"
+            and dst.scales == (1e-4,) * len(PICK)
+            and dst.offsets == (0.0,) * len(PICK)
+        )
         got = dst.read().astype(np.float64) * 1e-4
     np.testing.assert_allclose(got, expected, atol=6e-5)
 
 
-def test_evaluate_passes_the_reference_wavelengths_to_fuse(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_passes_the_reference_wavelengths_to_fuse(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pifnet_infer.api
 
     seen: dict[str, object] = {}
@@ -506,7 +516,9 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(scene: 
 
     from pifnet_infer.io.atomic import _host
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
         try:
             folders = {}
@@ -558,7 +570,7 @@ def test_fuse_dask_checks_the_input_range_and_the_output_too(scene: Scene) -> No
     def chunked(lr: np.ndarray, msi: np.ndarray) -> tuple[object, object]:
         return da.from_array(lr, chunks=(-1, 6, 11)), da.from_array(msi, chunks=(-1, 24, 44))
 
-    with pytest.raises(ValueRangeError, match="pass scale=0.0001"):
+    with pytest.raises(ValueRangeError, match=r"pass scale=0\.0001"):
         fuse_dask(*chunked(scene.lr * 10000, scene.hr_msi * 10000), NAME)
     out = fuse_dask(*chunked(scene.lr, scene.hr_msi), Broken(math.nan))
     with pytest.raises(ValueRangeError, match="returned NaN or infinite"):

@@ -370,7 +370,9 @@ def fuse_dask(
     lr = lr.rechunk(((hsi_bands,), rows, cols))
     msi = msi.rechunk(((msi_bands,), tuple(r * ratio for r in rows), tuple(c * ratio for c in cols)))
     for scan, name, s, o in ((lr_scan, "lr_hsi", s_hsi, o_hsi), (msi_scan, "hr_msi", s_msi, o_msi)):
-        check_input_range(net, affine_range(scan.low, scan.high, s, o), name=name, scale=None if scale is None else s)
+        check_input_range(
+            net, affine_range(scan.low, scan.high, s, o), name=name, scale=None if scale is None else s
+        )
     token = model_token(net)
     m_a, m_b = model_input_affine(net)
     plan = BlockPlan(

@@ -55,7 +55,9 @@ def check_ratio(ratio: int) -> int:
         ValueError: anything else, called invalid.
     """
     if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 2:
-        raise ValueError(f"invalid ratio {ratio!r}: the LR -> HR ratio is an integer >= 2 (None: from the pixel sizes)")
+        raise ValueError(
+            f"invalid ratio {ratio!r}: the LR -> HR ratio is an integer >= 2 (None: from the pixel sizes)"
+        )
     return ratio
 
 
