@@ -115,7 +115,10 @@ def _compare(
     valid = np.isfinite(observed).all(axis=0) & np.isfinite(predicted).all(axis=0)
     if not valid.any():
         return math.nan, math.nan, math.nan, error_map, sam_map
-    obs, pred = observed[:, valid][:, :, None], predicted[:, valid][:, :, None]  # valid pixels as a (C, N, 1) cube
+    obs, pred = (
+        observed[:, valid][:, :, None],
+        predicted[:, valid][:, :, None],
+    )  # valid pixels as a (C, N, 1) cube
     return (
         metrics.rmse(obs, pred),
         metrics.psnr(obs, pred, peak="max"),

@@ -12,6 +12,7 @@ blends them into the output.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -76,8 +77,12 @@ def scale_pair(value: ScaleArg, default: float, name: str) -> tuple[float, float
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be a number or a (hsi, msi) pair, got {value!r}")
-        return float(value[0]), float(value[1])
-    return float(value), float(value)
+        pair = float(value[0]), float(value[1])
+    else:
+        pair = float(value), float(value)
+    if not all(math.isfinite(v) for v in pair):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return pair
 
 
 def _dtype_kind(a: ArrayLike) -> str:

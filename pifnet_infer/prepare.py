@@ -100,10 +100,14 @@ def resolve_model(
         ValueError: ``"auto"`` finds no single weight; the model sits on another device than ``device``.
         TypeError: ``model`` is not a PIFNet, a name or a path.
     """
-    if wavelengths_nm is not None and len(wavelengths_nm) != hsi_bands:
-        raise ValueError(
-            f"hsi_wavelengths_nm has {len(wavelengths_nm)} values for an HSI of {hsi_bands} bands; give one per band"
-        )
+    if wavelengths_nm is not None:
+        from pifnet_infer.srf import check_band_grid
+
+        check_band_grid(wavelengths_nm, fwhm_nm, "HSI")  # nm, not micrometres, whatever the model
+        if len(wavelengths_nm) != hsi_bands:
+            raise ValueError(
+                f"hsi_wavelengths_nm has {len(wavelengths_nm)} values for an HSI of {hsi_bands} bands; give one per band"
+            )
     if isinstance(model, nn.Module):
         net = model
         compute = next(iter(net.parameters())).device if device == "auto" else resolve_device(device)

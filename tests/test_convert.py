@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,3 +160,20 @@ def test_cli_convert(tmp_path: Path, official_state: dict, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "presets that fit: cave" in err
     assert not (tmp_path / "o2.safetensors").exists()
+
+
+def test_cli_convert_stores_the_band_grid(tmp_path: Path, official_state: dict) -> None:
+    from pifnet_infer.weights import clear_model_cache, load_model, model_band_grid
+
+    src = _save(tmp_path / "in.pth", official_state)
+    wavelengths = np.linspace(400, 700, 31)
+    np.save(tmp_path / "wl.npy", wavelengths)
+    out = tmp_path / "out.safetensors"
+    assert (
+        main(["convert", str(src), str(out), "--preset", PRESET, "--wavelengths", str(tmp_path / "wl.npy")])
+        == 0
+    )
+    clear_model_cache()
+    grid = model_band_grid(load_model(out))
+    assert grid is not None and grid[1] is None
+    np.testing.assert_allclose(grid[0], wavelengths)

@@ -129,7 +129,9 @@ class Broken(nn.Module):
 
 def _geotiff(s: Scene, model: object, folder: str = "", **kwargs: object) -> Path:
     base = s.folder / folder
-    return fuse_geotiff(base / "hsi.tif", base / "msi.tif", s.folder / "out.tif", model, progress=False, **kwargs)
+    return fuse_geotiff(
+        base / "hsi.tif", base / "msi.tif", s.folder / "out.tif", model, progress=False, **kwargs
+    )
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
@@ -213,6 +215,16 @@ CATALOGUE = [
         lambda s: _eval_files(s, _nan_band(s.hr_cube, 0))),
     Bad("cli-evaluate-json-folder-missing", lambda s: _evaluate(s, "--json", s.folder / "no" / "x.json"),
         CliFailed, "does not exist; create it first", lambda s: _eval_files(s, s.hr_cube)),
+    Bad("arrays-scale-nan", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), scale=math.nan, progress=False),
+        ValueError, "scale must be finite, got nan"),
+    Bad("api-offset-inf", lambda s: _geotiff(s, tiny_model(), offset=(0.0, math.inf)), ValueError,
+        "offset must be finite, got (0.0, inf)"),
+    Bad("arrays-micrometres", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), progress=False,
+        hsi_wavelengths_nm=list(s.wavelengths / 1000)), ValueError, "look like micrometres"),
+    Bad("cli-hsi-is-a-folder", lambda s: cli("fuse", "--hsi", s.folder / "big", "--msi", s.msi, "--out",
+        s.folder / "out.tif"), CliFailed, "is a folder; pass the raster file inside it"),
+    Bad("cli-ratio-0", lambda s: _fuse_cli(s, "--out", s.folder / "out.tif", "--ratio", 0), CliFailed,
+        "invalid ratio 0"),
     Bad("arrays-read-only-out", lambda s: fuse(s.lr, s.hr_msi, tiny_model(), out=_read_only((8, 48, 88)),
         progress=False), ValueError, "out is read-only"),
     # 10. weights check refuses a path saying so
@@ -388,7 +400,9 @@ def test_unexpected_errors_are_one_line_too(scene: Scene, monkeypatch: pytest.Mo
 def test_an_hsi_band_without_valid_pixel_passes_through(scene: Scene) -> None:
     model = tiny_model()
     lr = _nan_band(scene.lr, 2)
-    with pytest.warns(MissingDataWarning, match=r"lr_hsi band\(s\) 3 \(1-based\) have no valid pixel") as record:
+    with pytest.warns(
+        MissingDataWarning, match=r"lr_hsi band\(s\) 3 \(1-based\) have no valid pixel"
+    ) as record:
         out = fuse(lr, scene.hr_msi, model, progress=False)
     assert len(record) == 1
     assert np.isnan(out[2]).all() and np.isfinite(np.delete(out, 2, axis=0)).all()
@@ -419,12 +433,18 @@ def test_out_scale_stores_float_reflectance_as_integers(scene: Scene) -> None:
     out = scene.folder / "int16.tif"
     _fuse_cli(scene, "--out", out, "--out-dtype", "int16", "--out-scale", "1e-4")
     with rasterio.open(out) as dst:
-        assert dst.dtypes[0] == "int16" and dst.scales == (1e-4,) * len(PICK) and dst.offsets == (0.0,) * len(PICK)
+        assert (
+            dst.dtypes[0] == "int16"
+            and dst.scales == (1e-4,) * len(PICK)
+            and dst.offsets == (0.0,) * len(PICK)
+        )
         got = dst.read().astype(np.float64) * 1e-4
     np.testing.assert_allclose(got, expected, atol=6e-5)
 
 
-def test_evaluate_passes_the_reference_wavelengths_to_fuse(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_passes_the_reference_wavelengths_to_fuse(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pifnet_infer.api
 
     seen: dict[str, object] = {}
@@ -496,7 +516,9 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(scene: 
 
     from pifnet_infer.io.atomic import _host
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
         try:
             folders = {}
@@ -529,3 +551,40 @@ def test_diagnostics_scores_skip_missing_pixels(scene: Scene) -> None:
     assert all(math.isfinite(v) for v in scores.values()), scores
     complete = consistency(np.nan_to_num(fused), np.nan_to_num(lr), scene.hr_msi, ratio=RATIO, srf_matrix=srf)
     assert complete.spatial_rmse > 0 and math.isfinite(complete.spectral_psnr)
+
+
+def test_info_names_a_missing_crs(scene: Scene) -> None:
+    from affine import Affine
+    from test_geotiff import write_raster
+
+    hsi = write_raster(scene.folder / "nocrs-hsi.tif", scene.lr, None, Affine(30, 0, 0, 0, -30, 0))
+    msi = write_raster(scene.folder / "nocrs-msi.tif", scene.hr_msi, None, Affine(7.5, 0, 0, 0, -7.5, 0))
+    out = cli("info", hsi, msi)
+    assert "not derived (HSI and MSI without a CRS)" in out and "CRS differ" not in out
+
+
+def test_fuse_dask_checks_the_input_range_and_the_output_too(scene: Scene) -> None:
+    da = pytest.importorskip("dask.array")
+    from pifnet_infer.dask import fuse_dask
+
+    def chunked(lr: np.ndarray, msi: np.ndarray) -> tuple[object, object]:
+        return da.from_array(lr, chunks=(-1, 6, 11)), da.from_array(msi, chunks=(-1, 24, 44))
+
+    with pytest.raises(ValueRangeError, match=r"pass scale=0\.0001"):
+        fuse_dask(*chunked(scene.lr * 10000, scene.hr_msi * 10000), NAME)
+    out = fuse_dask(*chunked(scene.lr, scene.hr_msi), Broken(math.nan))
+    with pytest.raises(ValueRangeError, match="returned NaN or infinite"):
+        out.compute(scheduler="threads")
+
+
+def test_cli_warnings_are_one_line(scene: Scene) -> None:
+    write_pair(scene.folder, _nan_band(scene.lr, 2), scene.hr_msi, wavelengths=scene.wavelengths)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["fuse", "--hsi", str(scene.hsi), "--msi", str(scene.msi), "--out", str(scene.folder / "o.tif"),
+                     "--weights", str(scene.weights), "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert err.getvalue() == (
+        "pifnet-infer fuse: warning: the HSI band(s) 3 (1-based) have no valid pixel (every pixel is NaN); "
+        "they stay missing in the output and the other bands are fused\n"
+    )

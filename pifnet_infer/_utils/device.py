@@ -33,10 +33,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            build = f"a CPU-only build of torch {torch.__version__}" if torch.version.cuda is None else "no GPU visible"
-            raise ValueError(f"device {str(device)!r} asks for CUDA but this machine has {build}; use device='cpu'")
+            build = (
+                f"a CPU-only build of torch {torch.__version__}"
+                if torch.version.cuda is None
+                else "no GPU visible"
+            )
+            raise ValueError(
+                f"device {str(device)!r} asks for CUDA but this machine has {build}; use device='cpu'"
+            )
         if resolved.index is not None and resolved.index >= count:
-            raise ValueError(f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s)")
+            raise ValueError(
+                f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s)"
+            )
     return resolved
 
 

@@ -12,7 +12,8 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from pifnet_infer._version import __version__
@@ -70,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if not args.debug:  # one line each, as errors are, instead of file:line and source
+                warnings.showwarning = _show_warning(args.command)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("pifnet-infer: interrupted", file=sys.stderr)
         return 130
@@ -79,6 +83,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"pifnet-infer {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 1
+
+
+def _show_warning(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` printing ``pifnet-infer COMMAND: warning: MESSAGE`` on one line."""
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+        text = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+        print(f"pifnet-infer {command}: warning: {text}", file=sys.stderr)
+
+    return show
 
 
 #: exceptions whose message is written for the user; any other kind is named, with a pointer to --debug

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from pifnet_infer.config import PRESETS
@@ -23,15 +24,28 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="official configuration")
     parser.add_argument("--ratio", type=int, help="LR -> HR ratio the checkpoint was trained for (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument(
+        "--wavelengths", type=Path, metavar="FILE",
+        help="HSI band centres in nm the checkpoint was trained on (.npy/.json/.txt), stored in OUT's metadata",
+    )  # fmt: skip
+    parser.add_argument("--fwhm", type=Path, metavar="FILE", help="band widths in nm, same formats")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pifnet_infer.cli.simulate import read_vector
     from pifnet_infer.weights.convert import convert_checkpoint
 
+    if args.fwhm is not None and args.wavelengths is None:
+        raise ValueError("--fwhm needs --wavelengths")
+    band_grid = None
+    if args.wavelengths is not None:
+        fwhm = None if args.fwhm is None else read_vector(args.fwhm, "fwhm_nm").tolist()
+        band_grid = (read_vector(args.wavelengths, "wavelengths_nm").tolist(), fwhm)
     config = convert_checkpoint(
-        args.input, args.output, preset=args.preset, ratio=args.ratio, overwrite=args.overwrite
-    )
+        args.input, args.output, preset=args.preset, ratio=args.ratio, overwrite=args.overwrite,
+        band_grid=band_grid,
+    )  # fmt: skip
     print(
         f"wrote {args.output}: preset {args.preset}, {config.hsi_bands} HSI bands, {config.msi_bands} MSI bands, "
         f"ratio {config.ratio}"

@@ -204,7 +204,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.json is not None:  # before minutes of fusion, not after
         check_output_path(
-            args.json, overwrite=True, inputs={"--reference": args.reference, "--hsi": args.hsi, "--msi": args.msi}
+            args.json,
+            overwrite=True,
+            inputs={"--reference": args.reference, "--hsi": args.hsi, "--msi": args.msi},
         )
     results, info = _full_reference(args) if has_reference else _no_reference(args)
     print(", ".join(f"{k}={v}" for k, v in info.items() if v is not None))

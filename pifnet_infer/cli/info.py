@@ -85,9 +85,15 @@ def run_info(args: argparse.Namespace) -> int:
         lines = describe_raster("HSI", args.hsi, hsi) + describe_raster("MSI", args.msi, msi)
         hsi_grid, msi_grid = RasterGrid.of(hsi, "HSI"), RasterGrid.of(msi, "MSI")
         ratio: int | None = None
+        no_crs = [name for name, dataset in (("HSI", hsi), ("MSI", msi)) if not dataset.crs]
         try:
-            ratio = derive_ratio(hsi_grid, msi_grid, args.ratio) if hsi.crs == msi.crs else None
-            ratio_text = str(ratio) if ratio is not None else "not derived (the CRS differ)"
+            if no_crs:
+                ratio_text = f"not derived ({' and '.join(no_crs)} without a CRS)"
+            elif hsi.crs != msi.crs:
+                ratio_text = "not derived (the CRS differ)"
+            else:
+                ratio = derive_ratio(hsi_grid, msi_grid, args.ratio)
+                ratio_text = str(ratio)
         except GridMismatchError as err:
             ratio_text = f"none: {err}"
         lines.append(f"ratio       {ratio_text}")

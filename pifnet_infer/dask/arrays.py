@@ -29,7 +29,16 @@ from pifnet_infer.dask.blocks import AxisTiles, axis_tiles, chunk_bounds
 from pifnet_infer.dask.workers import model_key, model_token, worker_batch_size, worker_model
 from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.fusion import ScaleArg, scale_pair
-from pifnet_infer.prepare import ModelArg, check_batch_size, model_input_affine, resolve_model, resolve_tiling
+from pifnet_infer.prepare import (
+    ModelArg,
+    affine_range,
+    check_batch_size,
+    check_input_range,
+    model_input_affine,
+    output_guard,
+    resolve_model,
+    resolve_tiling,
+)
 from pifnet_infer.tiling.array_io import ArrayInput, ArraySink, ArraySource, array_postprocess, band_fill
 from pifnet_infer.tiling.runner import run_tiles
 
@@ -38,9 +47,16 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Scan:
-    """What one pass over an input found (see :func:`_scan`): per-band fill values, None when nothing is missing."""
+    """What one pass over an input found (see :func:`_scan`).
+
+    Attributes:
+        fill: per-band fill values, None when nothing is missing.
+        low, high: float64 (bands,) minimum and maximum of each band's valid values (NaN for an empty band).
+    """
 
     fill: tuple[float, ...] | None
+    low: np.ndarray
+    high: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,7 @@ class BlockPlan:
         nodata: stored value of missing pixels (NaN always counts as missing).
         lr_fill, msi_fill: per-band stored values written at missing pixels (scene means of the valid
             pixels, as ``fuse()``), None when the input has no missing pixel.
+        lr_range: (min, max) of the LR-HSI's valid values in the model's input units (the output check).
         device: ``"auto"`` (resolved on the worker) or a device string.
         dtype: autocast dtype argument, resolved on the worker.
         batch_size: tiles per forward pass or ``"auto"``.
@@ -76,6 +93,7 @@ class BlockPlan:
     nodata: float | None
     lr_fill: tuple[float, ...] | None
     msi_fill: tuple[float, ...] | None
+    lr_range: tuple[float, float]
     device: str
     dtype: DTypeArg
     batch_size: int | Literal["auto"]
@@ -147,7 +165,7 @@ def fuse_block(
     sink = ArraySink(
         None,
         (bands, r * (y1 - y0), r * (x1 - x0)),
-        postprocess=array_postprocess(source, np.dtype("float32"), plan.nodata),
+        postprocess=output_guard(array_postprocess(source, np.dtype("float32"), plan.nodata), plan.lr_range),
     )
     batch = worker_batch_size(
         net, plan.token, source, plan.tile_size, plan.batch_size, device=device, dtype=dtype
@@ -217,16 +235,21 @@ def _scan(arrays: list[tuple[Any, str]], nodata: float | None) -> list[_Scan]:
         if nodata is not None and not np.isnan(nodata):
             bad = bad | (xf == nodata)
             infinite = infinite & (xf != nodata)
-        lazy.append((infinite.sum(), bad.sum(axis=(1, 2)), da.where(bad, 0.0, xf).sum(axis=(1, 2))))
+        lazy.append((
+            infinite.sum(), bad.sum(axis=(1, 2)), da.where(bad, 0.0, xf).sum(axis=(1, 2)),
+            da.where(bad, np.inf, xf).min(axis=(1, 2)), da.where(bad, -np.inf, xf).max(axis=(1, 2)),
+        ))  # fmt: skip
     results = []
-    for (x, name), (n_inf, n_bad, total) in zip(arrays, dask.compute(*lazy), strict=True):
+    for (x, name), (n_inf, n_bad, total, low, high) in zip(arrays, dask.compute(*lazy), strict=True):
         if n_inf:
             raise ValueError(
                 f"{name} contains infinite values; replace them with NaN or a nodata value and pass nodata="
             )
         n_valid = x.shape[1] * x.shape[2] - np.asarray(n_bad)
         fill = band_fill(np.asarray(total), n_valid, name=name, nodata=nodata, pass_through=name == "lr_hsi")
-        results.append(_Scan(tuple(float(v) for v in fill) if np.any(n_bad) else None))
+        empty = n_valid == 0
+        low, high = np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+        results.append(_Scan(tuple(float(v) for v in fill) if np.any(n_bad) else None, low, high))
     return results
 
 
@@ -346,12 +369,16 @@ def fuse_dask(
     depth = (0 if len(rows) == 1 else tile // ratio, 0 if len(cols) == 1 else tile // ratio)
     lr = lr.rechunk(((hsi_bands,), rows, cols))
     msi = msi.rechunk(((msi_bands,), tuple(r * ratio for r in rows), tuple(c * ratio for c in cols)))
+    for scan, name, s, o in ((lr_scan, "lr_hsi", s_hsi, o_hsi), (msi_scan, "hr_msi", s_msi, o_msi)):
+        check_input_range(
+            net, affine_range(scan.low, scan.high, s, o), name=name, scale=None if scale is None else s
+        )
     token = model_token(net)
     m_a, m_b = model_input_affine(net)
     plan = BlockPlan(
         (int(h), int(w)), ratio, tile, lap, depth, chunk_bounds(rows), chunk_bounds(cols),
         (s_hsi * m_a, o_hsi * m_a + m_b), (s_msi * m_a, o_msi * m_a + m_b), nodata, lr_scan.fill, msi_scan.fill,
-        str(device), dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch."), batch_size, token,
+        affine_range(lr_scan.low, lr_scan.high, s_hsi * m_a, o_hsi * m_a + m_b), str(device), dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch."), batch_size, token,
     )  # fmt: skip
     _logger.info("fuse_dask: LR %dx%d, %dx%d blocks, tiles of %d px, overlap %d, model %s",
                  h, w, len(rows), len(cols), tile, lap, token[:12])  # fmt: skip

@@ -37,7 +37,7 @@ from pifnet_infer.io.raster_io import (
     raster_postprocess,
     scan_input,
 )
-from pifnet_infer.io.rasters import Align, align_msi, open_raster
+from pifnet_infer.io.rasters import Align, align_msi, check_ratio, open_raster
 from pifnet_infer.prepare import (
     ModelArg,
     affine_range,
@@ -89,12 +89,18 @@ def _physical(
 
 
 def _pair_arg(value: ScaleArg, name: str) -> tuple[float | None, float | None]:
-    """A number or an (hsi, msi) pair, as (hsi, msi)."""
-    if value is None or isinstance(value, (int, float)):
-        return value, value
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return float(value[0]), float(value[1])
-    raise ValueError(f"{name} must be a number or an (hsi, msi) pair, got {value!r}")
+    """A number or an (hsi, msi) pair, as (hsi, msi); None stays None."""
+    if value is None:
+        return None, None
+    if isinstance(value, (int, float)):
+        pair = float(value), float(value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pair = float(value[0]), float(value[1])
+    else:
+        raise ValueError(f"{name} must be a number or an (hsi, msi) pair, got {value!r}")
+    if not all(math.isfinite(v) for v in pair):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return pair
 
 
 def _raster_input(
@@ -313,6 +319,8 @@ def fuse_geotiff(
         raise ValueError(f"align must be 'error' or 'resample', got {align!r}")
     if Path(out_path).suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"the output is a GeoTIFF: its name must end in .tif or .tiff, got {str(out_path)!r}")
+    if ratio is not None:
+        check_ratio(ratio)
     dtype_out = _out_dtype(out_dtype)
     if out_scale is not None and not (isinstance(out_scale, (int, float)) and math.isfinite(out_scale) and out_scale > 0):
         raise ValueError(f"out_scale must be a positive number or None, got {out_scale!r}")

@@ -35,6 +35,8 @@ def open_raster(path: str | os.PathLike[str], name: str) -> Iterator[Any]:
 
     text = os.fspath(path)
     if not text.startswith("/vsi") and "://" not in text and not Path(text).is_file():
+        if Path(text).is_dir():
+            raise IsADirectoryError(f"the {name} path {text!r} is a folder; pass the raster file inside it")
         raise FileNotFoundError(f"{name} file {text!r} does not exist")
     try:
         dataset = rasterio.open(text)
@@ -46,12 +48,23 @@ def open_raster(path: str | os.PathLike[str], name: str) -> Iterator[Any]:
         yield dataset
 
 
+def check_ratio(ratio: int) -> int:
+    """``ratio`` itself when it is a valid LR -> HR ratio (an int >= 2).
+
+    Raises:
+        ValueError: anything else, called invalid.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 2:
+        raise ValueError(
+            f"invalid ratio {ratio!r}: the LR -> HR ratio is an integer >= 2 (None: from the pixel sizes)"
+        )
+    return ratio
+
+
 def _resample_ratio(hsi: Any, msi: Any, ratio: int | None) -> int:
     """The ratio for ``align="resample"``: the given one, or the nearest integer to the pixel-size ratio."""
     if ratio is not None:
-        if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 2:
-            raise ValueError(f"ratio must be an int >= 2, got {ratio!r}")
-        return ratio
+        return check_ratio(ratio)
     msi_x, msi_y = RasterGrid.of(msi).pixel_size
     if msi.crs != hsi.crs:
         from rasterio.warp import calculate_default_transform

@@ -321,7 +321,12 @@ def load_model(
     torch_device = resolve_device(device)
     param_dtype = torch.float32 if dtype == "auto" else resolve_dtype(dtype, torch_device)
     text = str(name_or_path)
-    by_path = isinstance(name_or_path, os.PathLike) or text.endswith(".safetensors") or "/" in text or os.sep in text
+    by_path = (
+        isinstance(name_or_path, os.PathLike)
+        or text.endswith(".safetensors")
+        or "/" in text
+        or os.sep in text
+    )
     if by_path:
         path = Path(name_or_path)
         if not path.is_file():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ def convert_checkpoint(
     preset: str,
     ratio: int | None = None,
     overwrite: bool = False,
+    band_grid: tuple[Sequence[float], Sequence[float] | None] | None = None,
 ) -> PIFNetConfig:
     """Check an official checkpoint against a preset and write it as safetensors.
 
@@ -53,6 +54,8 @@ def convert_checkpoint(
         ratio: the LR -> HR ratio the checkpoint was trained for (not stored in official
             checkpoints); default the preset's (4).
         overwrite: replace an existing ``out_path``.
+        band_grid: (HSI band centres, FWHM or None) in nm the checkpoint was trained on, stored in the
+            file's metadata so that it is known when the file is loaded by path.
 
     Returns:
         The configuration written to the file.
@@ -92,6 +95,7 @@ def convert_checkpoint(
         target,
         config=config,
         metadata={"pifnet_infer.source": source.name, "pifnet_infer.preset": preset},
+        band_grid=band_grid,
     )
     _logger.info("converted %s -> %s (preset %s, ratio %d)", source, target, preset, config.ratio)
     return config
