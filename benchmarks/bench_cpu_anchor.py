@@ -16,10 +16,11 @@ Each case runs once to warm up, then ``--repeats`` times; the fastest run counts
 CPU-second (``time.process_time``, all threads of the process), so one and two threads compare at equal
 cost. ``psnr_vs_whole_db`` is the PSNR of a case's output against whole-image inference, peak = the range
 of that output (random weights: no ground truth; higher is closer, ``inf`` identical). ``--train`` adds one
-training step (forward + backward + Adam, batch 4 crops of 32 HR px) per CPU scan backend. Writes JSON
-to ``benchmarks/results/``. Run nothing else meanwhile: the CPU machines are shared.
+training step (forward + backward + Adam, batch 4 crops of 32 HR px) per CPU scan backend; ``--memory``
+the peak RSS of a fresh one-thread process per backend for one fuse() (official tiling) and one step.
+Writes JSON to ``benchmarks/results/``. Run nothing else meanwhile: the CPU machines are shared.
 
-    python benchmarks/bench_cpu_anchor.py --train                  # 128 px, 1 and 2 threads (~5 min)
+    python benchmarks/bench_cpu_anchor.py --train --memory         # 128 px, 1 and 2 threads (~5 min)
     python benchmarks/bench_cpu_anchor.py --quick                  # smoke run (tests)
 """
 
@@ -29,6 +30,7 @@ import argparse
 import math
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,8 +41,7 @@ from unittest import mock
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _memory import peak_rss  # benchmarks/ is on sys.path when run as a script
-from _results import write_record
+from _results import write_record  # benchmarks/ is on sys.path when run as a script
 
 from pifnet_infer import PIFNet, __version__, load_sample
 from pifnet_infer.config import get_preset
@@ -107,19 +108,42 @@ def scene(size: int, bands: int, msi_bands: int, ratio: int) -> tuple[np.ndarray
 
 
 def timed(run: Callable[[], Any], repeats: int) -> tuple[Any, dict[str, float]]:
-    """Warm up, then the fastest of ``repeats`` runs: CPU and wall seconds, peak RSS increase."""
+    """Warm up, then the fastest of ``repeats`` runs: CPU and wall seconds."""
     run()
     best: dict[str, float] = {}
     out = None
     for _ in range(repeats):
-        with peak_rss() as rss:
-            cpu, wall = time.process_time(), time.perf_counter()
-            out = run()
-            stats = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
-        stats["peak_rss_increase_mib"] = (rss["peak"] - rss["baseline"]) / 2**20
+        cpu, wall = time.process_time(), time.perf_counter()
+        out = run()
+        stats = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
         if not best or stats["cpu_s"] < best["cpu_s"]:
             best = stats
     return out, best
+
+
+def peak_memory_mib(backend: str, task: str, size: int) -> float:
+    """Peak RSS (MiB) of a fresh process that runs ``task`` once with scan ``backend``, one thread.
+
+    ``task``: ``"fuse"`` (official tiling on the ``size`` scene) or ``"train"`` (one training step).
+    """
+    code = (
+        "import resource, sys, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "import bench_cpu_anchor as b\n"
+        "torch.set_num_threads(1)\n"
+        f"with b.scan({backend!r}):\n"
+        f"    {f'b.fuse_once({size})' if task == 'fuse' else 'b.training_step(32, 4)()'}\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1]) / 1024
+
+
+def fuse_once(size: int) -> None:
+    """One fuse() of the chikusei preset on the ``size`` scene under the official tiling (for peak_memory_mib)."""
+    config = get_preset("chikusei")
+    lr, msi = scene(size, config.hsi_bands, config.msi_bands, config.ratio)
+    fuse(lr, msi, PIFNet(config).eval(), device="cpu", progress=False, **OFFICIAL)
 
 
 def psnr_db(x: np.ndarray, reference: np.ndarray) -> float:
@@ -160,9 +184,9 @@ def inference(model: PIFNet, lr: np.ndarray, msi: np.ndarray, repeats: int) -> d
     return rows
 
 
-def training(config_name: str, crop: int, batch: int, repeats: int) -> dict[str, dict[str, float]]:
-    """One training step (forward, L1 loss, backward, Adam) per CPU scan backend, at the current threads."""
-    config = get_preset(config_name)
+def training_step(crop: int, batch: int) -> Callable[[], None]:
+    """One training step of the chikusei preset (forward, L1 loss, backward, Adam) on random crops."""
+    config = get_preset("chikusei")
     torch.manual_seed(0)
     model = PIFNet(config).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -177,10 +201,15 @@ def training(config_name: str, crop: int, batch: int, repeats: int) -> dict[str,
         F.l1_loss(model(lr, msi), target).backward()
         optimiser.step()
 
+    return step
+
+
+def training(crop: int, batch: int, repeats: int) -> dict[str, dict[str, float]]:
+    """:func:`training_step` timed per CPU scan backend, at the current thread count."""
     rows = {}
     for backend in ("torch", "loop"):
         with scan(backend):
-            _, rows[backend] = timed(step, repeats)
+            _, rows[backend] = timed(training_step(crop, batch), repeats)
         print(f"  train {backend:5s} {rows[backend]['cpu_s']:7.2f} CPU-s per step", flush=True)
     return rows
 
@@ -218,6 +247,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per case after a warm-up")
     parser.add_argument("--train", action="store_true", help="also time a training step per scan backend")
+    parser.add_argument(
+        "--memory", action="store_true", help="also peak RSS of fuse and of a training step per scan backend"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 64-px scene, one thread, no JSON")
     args = parser.parse_args()
     if args.quick:
@@ -237,7 +269,7 @@ def main() -> None:
         print(f"{threads} thread(s), {args.size}x{args.size} HR scene", flush=True)
         run = {"inference": inference(model, lr, msi, args.repeats)}
         if args.train:
-            run["training"] = training("chikusei", crop=32, batch=4, repeats=args.repeats)
+            run["training"] = training(crop=32, batch=4, repeats=args.repeats)
         record["runs"][str(threads)] = run
         rows = run["inference"]
         print(
@@ -246,6 +278,15 @@ def main() -> None:
             f"c {rows['defaults']['psnr_vs_whole_db']:.1f} dB",
             flush=True,
         )
+    if args.memory:
+        record["peak_rss_mib"] = {}
+        for task in ("fuse", "train"):
+            for backend in ("torch", "loop", "naive"):
+                if task == "train" and backend == "naive":
+                    continue
+                mib = peak_memory_mib(backend, task, args.size)
+                record["peak_rss_mib"][f"{task}_{backend}"] = mib
+                print(f"  peak RSS {task} {backend}: {mib:.0f} MiB (fresh process, one thread)", flush=True)
     if not args.quick:
         print(f"wrote {write_record(RESULTS, 'bench_cpu_anchor', record)}")
 

@@ -41,7 +41,7 @@ def physical_cores() -> int:
     Hyper-threads of one core count once (``/sys/devices/system/cpu/cpuN/topology``); without that
     information each logical CPU counts as a core. Elsewhere: ``os.cpu_count()``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     if not hasattr(os, "sched_getaffinity"):
         return os.cpu_count() or 1
@@ -62,7 +62,7 @@ def cpu_threads(threads: int | None = None) -> Iterator[int]:
 
     The previous count is restored afterwards. Yields the count in use.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     previous = torch.get_num_threads()
     wanted = threads if threads is not None else min(previous, physical_cores())

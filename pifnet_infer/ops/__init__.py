@@ -1,6 +1,6 @@
 """Compute ops with several implementations, each behind one function that picks the backend.
 
-- :func:`selective_scan`: Mamba's S6 recurrence (backends ``mamba``, ``triton``, ``torch``).
+- :func:`selective_scan`: Mamba's S6 recurrence (backends ``mamba``, ``triton``, ``loop``, ``torch``).
 - :func:`cross_scan` / :func:`cross_merge`: the four VMamba scan orders and their merge.
 - :func:`deform_conv2d`: deformable convolution v1 (backends ``torchvision``, ``torch``).
 - :func:`available_backends`: which backends can run in this process.
