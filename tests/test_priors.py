@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from pifnet_infer.baselines import bicubic, glp_hs_local, subspace_fusion
 from pifnet_infer.priors.glp_local import box_mean, local_gains
 from pifnet_infer.priors.operators import BlurDecimate
+from pifnet_infer.priors.select import METHODS, ClassicalFit, blind_bands, fit_scene, fuse_classical
 from pifnet_infer.priors.solvers import EdgeSmoothness, conjugate_gradients
 from pifnet_infer.priors.subspace import _degradation
 from pifnet_infer.simulate import degrade_spatial
@@ -132,3 +135,50 @@ def test_subspace_fusion_beats_bicubic_on_a_simulated_pair() -> None:
 def test_non_separable_psf_uses_the_general_operator() -> None:
     kernel = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
     assert isinstance(_degradation(kernel, 2, (16, 16)), BlurDecimate)
+
+
+def _toy_pair(bands: int = 8, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(9)
+    abundance = torch.nn.functional.avg_pool2d(torch.from_numpy(rng.random((1, 1, size, size))), 5, 1, 2)[
+        0, 0
+    ]
+    ends = rng.random((2, bands))
+    ref = (
+        ends[0][:, None, None] * abundance.numpy() + ends[1][:, None, None] * (1 - abundance.numpy())
+    ).astype(np.float32)
+    srf = np.zeros((2, bands))
+    srf[0, : bands // 4], srf[1, bands // 4 : bands // 2] = 4 / bands, 4 / bands  # upper half: MSI-blind
+    lr = degrade_spatial(ref, 4, "mtf")
+    msi = (srf @ ref.reshape(bands, -1)).reshape(2, size, size).astype(np.float32)
+    return ref, lr, msi, srf
+
+
+def test_blind_bands_follow_the_srf_columns() -> None:
+    _, _, _, srf = _toy_pair()
+    np.testing.assert_array_equal(blind_bands(srf), [False] * 4 + [True] * 4)
+
+
+def test_unknown_method_is_refused_before_compute() -> None:
+    with pytest.raises(ValueError, match="choose 'auto' or one of"):
+        fit_scene(np.zeros((2, 1, 1)), np.zeros((1, 3, 3)), 4, method="pifnet")
+
+
+def test_fit_scene_weights_are_convex_and_round_trip() -> None:
+    ref, lr, msi, srf = _toy_pair()
+    fit = fit_scene(lr, msi, 4, srf=srf)
+    assert set(fit.weights) == {"covered", "blind"}
+    for weights in fit.weights.values():
+        assert all(v >= 0 for v in weights.values()) and sum(weights.values()) == pytest.approx(1.0)
+    assert "bicubic" not in fit.weights["covered"] or fit.weights["covered"]["bicubic"] < 0.5
+    again = ClassicalFit.from_record(json.loads(json.dumps(fit.to_record())))
+    np.testing.assert_array_equal(fuse_classical(lr, msi, again), fuse_classical(lr, msi, fit))
+    rmse = lambda a: float(np.sqrt(np.mean((a - ref) ** 2)))  # noqa: E731
+    assert rmse(fuse_classical(lr, msi, fit)) < rmse(bicubic(lr, 4))
+
+
+def test_fixed_method_is_that_method() -> None:
+    _, lr, msi, srf = _toy_pair()
+    fit = fit_scene(lr, msi, 4, srf=srf, method="gsa")
+    np.testing.assert_allclose(
+        fuse_classical(lr, msi, fit), METHODS["gsa"](lr, msi, 4, fit.psf, srf), atol=1e-6
+    )
