@@ -182,3 +182,8 @@ def test_fixed_method_is_that_method() -> None:
     np.testing.assert_allclose(
         fuse_classical(lr, msi, fit), METHODS["gsa"](lr, msi, 4, fit.psf, srf), atol=1e-6
     )
+
+
+def test_blind_bands_fill_the_span_of_a_sparse_fitted_srf() -> None:
+    srf = np.array([[0.5, 0.0, 0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.4, 0.0, 0.0]])
+    np.testing.assert_array_equal(blind_bands(srf), [False, False, False, False, True, True])
