@@ -10,7 +10,7 @@ nothing here imports the adaptation or the CLI (DESIGN.md, "priors/").
   from the pair, the blur-and-decimate operator with its adjoint.
 - :mod:`~pifnet_infer.priors.select`: choose a method per scene and band group on the reduced pair.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations

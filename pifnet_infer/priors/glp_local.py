@@ -13,7 +13,7 @@ co-vary locally with the synthesised intensity (wrong sign, or no relation, as f
 does not see) gets no detail there; ``eps_b`` (a small fraction of the band's global variance of
 L_b) keeps flat regions from dividing by zero.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ SAM on muufl_gulfport_sub; the covered bands' weights alone lost 1.6 dB on jaspe
 NIR bands favour the subspace fusion); they keep that combination only when, on the reduced pair,
 it beats bicubic on them (evidence that MSI detail helps those bands), and are bicubic otherwise.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Shared pieces of the variational fusions: spectral subspace, edge-aware smoothness, conjugate gradients.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations

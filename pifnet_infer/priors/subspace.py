@@ -20,7 +20,7 @@ fully converged solution over-smooths what the MSI does not see (measured on VNI
 1-2 dB below 100 iterations), so the early stop acts as a further regulariser. The part of the bicubic LR-HSI outside the subspace is added back:
 ``X = E Z + (I - E E^T) U``.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
