@@ -105,20 +105,20 @@ def load_scene(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def all_cases() -> list[tuple[str, str, str]]:
-    """Every (scene, setup, condition) whose scene spans the setup's bands (VNIR setups: no water variant)."""
-    cases = []
-    for scene in SCENES:
-        if not (SHARED / scene / "cube.npy").is_file():
-            continue
-        _, wl = load_scene(scene)
-        for setup, ((_, high), _, _) in SETUPS.items():
-            if high > 1000 and wl.max() < 2000:
-                continue
-            for condition in CONDITIONS:
-                if condition == "grid-water" and high <= 1000:
-                    continue
-                cases.append((scene, setup, condition))
-    return cases
+    """Every (scene, setup, condition) whose scene spans the setup's bands (VNIR setups: no water variant), by setup."""
+    spans = {
+        scene: float(load_scene(scene)[1].max())
+        for scene in SCENES
+        if (SHARED / scene / "cube.npy").is_file()
+    }
+    return [
+        (scene, setup, condition)
+        for setup, ((_, high), _, _) in SETUPS.items()
+        for condition in CONDITIONS
+        if not (condition == "grid-water" and high <= 1000)
+        for scene, top in spans.items()
+        if high <= 1000 or top >= 2000
+    ]
 
 
 def _timed(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
@@ -217,11 +217,24 @@ def _init_worker() -> None:
 
 def run(cases: list[tuple[str, str, str]], jobs: int) -> list[dict[str, Any]]:
     """Rows of every case, ``jobs`` worker processes (one torch thread each)."""
+    done: list[dict[str, Any]] = []
+
+    def report(rows: list[dict[str, Any]]) -> None:
+        done.extend(rows)
+        (entry,) = gate(rows)
+        print(
+            f"{' '.join(entry['case'])}: default {entry['delta_psnr']:+.2f} dB vs {entry['best']}", flush=True
+        )
+
     if jobs <= 1:
         _init_worker()
-        return [row for case in cases for row in run_case(case)]
-    with multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker) as pool:
-        return [row for rows in pool.imap(run_case, cases) for row in rows]
+        for case in cases:
+            report(run_case(case))
+    else:
+        with multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker) as pool:
+            for rows in pool.imap(run_case, cases):
+                report(rows)
+    return done
 
 
 def main() -> None:
