@@ -33,6 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
+import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -254,7 +258,17 @@ def main() -> None:
         "gate_holds": all(t["passes"] for t in table) and float(np.mean(deltas)) >= GATE_MEAN_DB,
         "wall_s": time.perf_counter() - start,
     }
-    record = {"benchmark": "bench_quality", "quick": args.quick, "jobs": args.jobs, "scenes": SCENES}
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    record = {
+        "benchmark": "bench_quality",
+        "command": " ".join(sys.argv),
+        "commit": commit,
+        "jobs": args.jobs,
+    }
+    record |= {"machine": platform.processor() or platform.machine(), "load_average": os.getloadavg()}
+    record |= {"torch": torch.__version__, "quick": args.quick, "scenes": SCENES}
     record |= {"summary": summary, "gate": table, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     path = write_record(RESULTS, "bench_quality_cpu" + ("_quick" if args.quick else ""), record)
     print(
