@@ -50,13 +50,13 @@ from pifnet_infer._utils.progress import progress_bar
 from pifnet_infer._utils.threads import cpu_threads
 from pifnet_infer._version import __version__
 from pifnet_infer.adapt.init import init_classical_start, transfer_weights, zero_output
-from pifnet_infer.adapt.operators import BlurDecimate
 from pifnet_infer.adapt.prior import ClassicalPrior
 from pifnet_infer.adapt.scene import Scene, check_pair, check_wavelengths, prepare_scene, resolve_srf
-from pifnet_infer.baselines import fit_glp_hs
 from pifnet_infer.config import PIFNetConfig
 from pifnet_infer.errors import ValueRangeError
 from pifnet_infer.models import PIFNet
+from pifnet_infer.priors.classical import fit_glp_hs
+from pifnet_infer.priors.operators import BlurDecimate
 from pifnet_infer.simulate import PSFArg
 
 _logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pifnet_infer.adapt.refine import map_samples, refine
-from pifnet_infer.baselines import GLPInjection, glp_hs
+from pifnet_infer.priors.classical import GLPInjection, glp_hs
 from pifnet_infer.simulate import PSF
 
 #: the name recorded in an adapted model's metadata

@@ -6,7 +6,7 @@ and Z (k, H, W) minimises
 
     w_lr r^2 ||D(X) - lr||^2 + w ||R X - msi||^2 + lam ||Z||^2 + mu sum_edges a_e |grad Z|_e^2
 
-by conjugate gradients. D is the PSF + decimation (:class:`~pifnet_infer.adapt.operators.BlurDecimate`,
+by conjugate gradients. D is the PSF + decimation (:class:`~pifnet_infer.priors.operators.BlurDecimate`,
 with its exact adjoint), R the spectral response matrix. The last term is a smoothness prior whose
 edge weights ``a_e = exp(-|grad msi|_e^2 / (kappa^2 median))`` fall across MSI edges, so the
 correction of the LR residual is spread smoothly inside regions and not across boundaries
@@ -42,9 +42,10 @@ import torch
 from torch import nn
 
 from pifnet_infer._utils.device import resolve_device
-from pifnet_infer.adapt.estimate import PSFEstimate, estimate_psf_sigma, estimate_srf
-from pifnet_infer.adapt.operators import BlurDecimate
 from pifnet_infer.errors import ShapeMismatchError
+from pifnet_infer.priors.estimate import PSFEstimate, estimate_psf_sigma, estimate_srf
+from pifnet_infer.priors.operators import BlurDecimate
+from pifnet_infer.priors.solvers import EdgeSmoothness, conjugate_gradients
 from pifnet_infer.simulate import PSFArg, resolve_psf
 
 _logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def refine(
     msi_x0 = _project(r, x0_, dev, dtype)  # (c, H, W) = R X0
     re = r @ basis  # (c, k)
     re_gram = re.T @ re
-    smooth = _EdgeSmoothness(m)
+    smooth = EdgeSmoothness(m, DEFAULT_KAPPA)
     lam_value = DEFAULT_LAM if lam == "auto" else float(lam)
     noise = hsi_noise_level(lr)
     gain = noise_gain(used_psf, ratio)
@@ -146,7 +147,7 @@ def refine(
 
     rhs = data * op.adjoint(torch.einsum("Ck,Chw->khw", basis, y) - op(proj_x0))
     rhs = rhs + weight * torch.einsum("ck,chw->khw", re, m - msi_x0)
-    z, done = _conjugate_gradients(apply, rhs, iters)
+    z, done = conjugate_gradients(apply, rhs, iters)
     out = _add_correction(x0_, basis, z)
     _logger.info(
         "refine: rank %d, model weight %.3g, HSI noise %.3g x gain %.3g -> LR weight %.3g, %d CG iterations, %.2f s",
@@ -318,49 +319,6 @@ def _add_correction(x0: np.ndarray, basis: torch.Tensor, z: torch.Tensor) -> np.
         corr = torch.einsum("Ck,khw->Chw", basis[b0 : b0 + step], z)
         out[b0 : b0 + step] = x0[b0 : b0 + step] + corr.to("cpu", torch.float32).numpy()
     return out
-
-
-class _EdgeSmoothness:
-    """``G^T A G z``: the gradient of ``sum_edges a_e |grad z|_e^2 / 2``, a_e from the MSI's edges."""
-
-    def __init__(self, msi: torch.Tensor) -> None:
-        gy = (msi[:, 1:] - msi[:, :-1]).square().sum(0)
-        gx = (msi[:, :, 1:] - msi[:, :, :-1]).square().sum(0)
-        scale = DEFAULT_KAPPA**2 * torch.cat([gy.flatten(), gx.flatten()]).median()
-        scale = scale.clamp_min(torch.finfo(msi.dtype).tiny)
-        self.wy, self.wx = torch.exp(-gy / scale), torch.exp(-gx / scale)
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        dy = self.wy * (z[:, 1:] - z[:, :-1])
-        dx = self.wx * (z[:, :, 1:] - z[:, :, :-1])
-        out = torch.zeros_like(z)
-        out[:, 1:] += dy
-        out[:, :-1] -= dy
-        out[:, :, 1:] += dx
-        out[:, :, :-1] -= dx
-        return out
-
-
-def _conjugate_gradients(
-    apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int, tol: float = 1e-6
-) -> tuple[torch.Tensor, int]:
-    """Solve ``apply(z) = rhs`` (symmetric positive definite) from z = 0; returns (z, iterations run)."""
-    z = torch.zeros_like(rhs)
-    res = rhs.clone()
-    direction = res.clone()
-    rs = float((res * res).sum())
-    stop = tol * math.sqrt(rs)
-    for done in range(iters):
-        if math.sqrt(rs) <= stop:
-            return z, done
-        a_dir = apply(direction)
-        alpha = rs / float((direction * a_dir).sum())
-        z = z + alpha * direction
-        res = res - alpha * a_dir
-        rs_new = float((res * res).sum())
-        direction = res + (rs_new / rs) * direction
-        rs = rs_new
-    return z, iters
 
 
 class RefinedModel(nn.Module):

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pifnet_infer.adapt.estimate import estimate_psf_sigma, estimate_srf
-from pifnet_infer.adapt.operators import BlurDecimate
 from pifnet_infer.errors import ShapeMismatchError
+from pifnet_infer.priors.estimate import estimate_psf_sigma, estimate_srf
+from pifnet_infer.priors.operators import BlurDecimate
 from pifnet_infer.simulate import PSF, PSFArg, resolve_psf
 from pifnet_infer.srf import srf_matrix as make_srf_matrix
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pifnet_infer.adapt.operators import BlurDecimate, decimation_matrix, gaussian_psf_at
 from pifnet_infer.errors import ShapeMismatchError
+from pifnet_infer.priors.operators import BlurDecimate, decimation_matrix, gaussian_psf_at
 from pifnet_infer.simulate import PSF, PSFArg
 
 _logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def estimate_psf_sigma(
     search; the residual of ``D_sigma(msi) ~= R lr`` is minimised with R given, or re-fitted by
     ridge least squares for each candidate (variable projection); R is then fitted by non-negative
     least squares at the optimum. The Gaussian is separable, so each candidate costs two small
-    matrix products (:func:`~pifnet_infer.adapt.operators.decimation_matrix`).
+    matrix products (:func:`~pifnet_infer.priors.operators.decimation_matrix`).
 
     Args:
         lr_hsi: (C, h, w) float LR-HSI.
