@@ -127,14 +127,14 @@ def peak_memory_mib(backend: str, task: str, size: int) -> float:
     ``task``: ``"fuse"`` (official tiling on the ``size`` scene) or ``"train"`` (one training step).
     """
     code = (
-        "import resource, sys, torch\n"
+        "import sys, torch\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
         "import bench_cpu_anchor as b\n"
         "torch.set_num_threads(1)\n"
         f"with b.scan({backend!r}):\n"
         f"    {f'b.fuse_once({size})' if task == 'fuse' else 'b.training_step(32, 4)()'}\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    )
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+    )  # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork + exec
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(result.stdout.split()[-1]) / 1024
 
@@ -244,7 +244,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", type=int, default=128, help="HR scene side in pixels (default 128)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    parser.add_argument(
+        "--threads", type=int, nargs="*", default=[1, 2], help="thread counts (default 1 2; none: no timings)"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per case after a warm-up")
     parser.add_argument("--train", action="store_true", help="also time a training step per scan backend")
     parser.add_argument(
