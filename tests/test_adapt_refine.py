@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from pifnet_infer import metrics
 from pifnet_infer.adapt import BlurDecimate, estimate_psf_sigma, estimate_srf, gaussian_psf_at, nnls, refine
-from pifnet_infer.adapt.refine import hsi_noise_level, noise_gain
 from pifnet_infer.baselines import glp_hs
 from pifnet_infer.data import load_sample
 from pifnet_infer.errors import ShapeMismatchError
 from pifnet_infer.priors.operators import decimation_matrix
+from pifnet_infer.priors.refine import hsi_noise_level, noise_gain
 from pifnet_infer.simulate import crop_to_ratio, degrade_spatial, simulate_pair
 from pifnet_infer.srf import srf_matrix
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pifnet_infer.adapt.network import AdaptedModel, AdaptHistory, adapt
 from pifnet_infer.adapt.prior import ClassicalPrior
-from pifnet_infer.adapt.refine import refine
 from pifnet_infer.priors.estimate import PSFEstimate, estimate_psf_sigma, estimate_srf, nnls
 from pifnet_infer.priors.operators import BlurDecimate, gaussian_psf_at
+from pifnet_infer.priors.refine import refine
 
 __all__ = [
     "AdaptHistory",

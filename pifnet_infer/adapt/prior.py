@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pifnet_infer.adapt.refine import map_samples, refine
+from pifnet_infer.adapt.refine import map_samples
 from pifnet_infer.priors.classical import GLPInjection, glp_hs
+from pifnet_infer.priors.refine import refine
 from pifnet_infer.simulate import PSF
 
 #: the name recorded in an adapted model's metadata

@@ -37,6 +37,7 @@ from pifnet_infer.priors.classical import _check_pair, bicubic, glp_hs, gsa
 from pifnet_infer.priors.estimate import estimate_psf_sigma, nnls
 from pifnet_infer.priors.glp_local import glp_hs_local
 from pifnet_infer.priors.operators import gaussian_psf_at
+from pifnet_infer.priors.refine import refine
 from pifnet_infer.priors.subspace import DEFAULT_RANK, subspace_fusion
 from pifnet_infer.simulate import PSF, degrade_spatial
 
@@ -55,6 +56,9 @@ METHODS: dict[str, Method] = {
     "glp_hs": lambda lr, msi, ratio, psf, srf: glp_hs(lr, msi, ratio, psf=psf),
     "glp_hs_local": lambda lr, msi, ratio, psf, srf: glp_hs_local(lr, msi, ratio, psf=psf),
     "gsa": lambda lr, msi, ratio, psf, srf: gsa(lr, msi, ratio, psf=psf),
+    "glp_hs_refine": lambda lr, msi, ratio, psf, srf: refine(
+        glp_hs(lr, msi, ratio, psf=psf), lr, msi, ratio=ratio, srf_matrix=srf, psf=psf, device="cpu"
+    ),
     "subspace": lambda lr, msi, ratio, psf, srf: subspace_fusion(
         lr, msi, ratio, psf=psf, srf=srf, rank=min(DEFAULT_RANK, lr.shape[0])
     ),
